@@ -1,0 +1,32 @@
+"""Loss curves as pictures: train and validation loss against steps (and tokens seen on top)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_losses(history: list[dict[str, float]], path: str | Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [h["train_loss"] for h in history], label="train loss", marker="o", markersize=3)
+    if any(h["val_loss"] == h["val_loss"] for h in history):  # any non-NaN
+        ax.plot(steps, [h["val_loss"] for h in history], label="validation loss", linestyle="--",
+                marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if len(steps) > 1 and steps[-1] > 0:
+        tokens_per_step = history[-1]["tokens"] / steps[-1]
+        top = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step, lambda t: t / tokens_per_step))
+        top.set_xlabel("tokens seen")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

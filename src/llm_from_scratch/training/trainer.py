@@ -1,0 +1,317 @@
+"""The training loop (chapter 5), the one every command of the project uses.
+
+    for each step:
+        for each of `grad_accum_steps` micro-batches:
+            loss = cross_entropy(model(inputs), targets) / grad_accum_steps
+            loss.backward()                       # gradients add up across micro-batches
+        clip the gradient norm                    # one bad batch cannot blow up the weights
+        optimizer.step(); scheduler.step()        # AdamW, warmup + cosine learning rate
+        every `eval_interval` steps: train/val loss, a sample, checkpoints
+
+Everything else here is bookkeeping that makes long runs pleasant and safe: a progress bar with
+loss, learning rate, tokens/s and ETA; checkpoints written atomically (`best_model.pt` at the
+lowest validation loss, `last.pt` always) with the optimizer, scheduler, RNG states and data
+position, so `resume_from=` continues exactly where a run stopped; a loss-curve PNG at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from llm_from_scratch.training.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from llm_from_scratch.training.losses import calc_loss_batch, calc_loss_loader, perplexity
+from llm_from_scratch.training.optim import build_optimizer, build_scheduler
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainerConfig:
+    # How long: the first of these that is set wins (steps are optimizer updates).
+    max_steps: int | None = None
+    epochs: float | None = None
+    max_tokens: int | None = None
+    default_max_steps: int = 1000  # used when none of the three is set: a quick, bounded run
+    # Optimization
+    lr: float = 6e-4                # peak learning rate
+    min_lr_ratio: float = 0.1       # cosine decays to lr * min_lr_ratio
+    warmup_steps: int | None = None  # default: 5% of the steps, at most 200
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float | None = 1.0
+    grad_accum_steps: int = 1
+    # Evaluation and output
+    eval_interval: int | None = None  # default: 10 evaluations per run
+    eval_batches: int = 20
+    sample_prompt: str | None = None  # needs a tokenizer
+    sample_tokens: int = 50
+    out_dir: str | None = None        # where checkpoints, log and plot go (None: nowhere)
+    resume_from: str | None = None    # a last.pt to continue from
+    # Hardware
+    device: str = "auto"              # auto | cpu | cuda | mps
+    precision: str = "fp32"           # fp32 | bf16 | fp16 (fp16 needs CUDA)
+    compile: bool = False
+    seed: int = 123
+    progress: bool = True
+
+
+def auto_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainState:
+    """Where training is: everything needed (besides weights/optimizer) to continue exactly."""
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches already consumed in the current epoch
+    tokens_seen: int = 0
+    best_val_loss: float = float("inf")
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class GPTTrainer:
+    """`GPTTrainer(model, train_loader, val_loader).train()` trains with sensible defaults.
+
+    Settings are `TrainerConfig` fields, given as a config or as keywords
+    (`GPTTrainer(model, train, val, max_steps=500, lr=1e-3)`). `tokenizer` is optional: with
+    it, evaluations print a sample and checkpoints record which tokenizer the model needs.
+    """
+
+    def __init__(self, model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None,
+                 config: TrainerConfig | None = None, tokenizer=None, extra_checkpoint_info: dict | None = None,
+                 **overrides: Any):
+        self.config = cfg = TrainerConfig(**{**(asdict(config) if config else {}), **overrides})
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}")
+        if len(train_loader) == 0:
+            raise ValueError("The training data loader is empty: the text is shorter than one batch of windows. "
+                             "Use more text, a smaller batch size or a shorter context.")
+        if cfg.grad_accum_steps < 1:
+            raise ValueError("grad_accum_steps must be >= 1")
+        torch.manual_seed(cfg.seed)
+        self.device = auto_device(cfg.device)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 (CPU and GPU) or fp32.")
+        self.model = model.to(self.device)
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.tokenizer = tokenizer
+        self.extra_checkpoint_info = extra_checkpoint_info or {}
+
+        self.total_steps = self._total_steps()
+        self.warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, self.total_steps // 20)
+        self.eval_interval = cfg.eval_interval or max(1, self.total_steps // 10)
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas)
+        self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+        self.state = TrainState()
+        self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+        self.forward_model = torch.compile(self.model) if cfg.compile else self.model
+        if cfg.resume_from:
+            self.resume(cfg.resume_from)
+
+    # ----------------------------------------------------------------------------- schedule
+    @property
+    def tokens_per_step(self) -> int:
+        return self.train_loader.batch_size * self.train_loader.dataset[0][0].numel() * self.config.grad_accum_steps
+
+    def _total_steps(self) -> int:
+        cfg = self.config
+        steps_per_epoch = max(1, len(self.train_loader) // cfg.grad_accum_steps)
+        if cfg.max_steps is not None:
+            return cfg.max_steps
+        if cfg.epochs is not None:
+            return max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        if cfg.max_tokens is not None:
+            return max(1, math.ceil(cfg.max_tokens / self.tokens_per_step))
+        return min(cfg.default_max_steps, steps_per_epoch)
+
+    # ----------------------------------------------------------------------------- data
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Micro-batches forever, epoch after epoch, resuming at the saved position.
+
+        Each epoch's shuffle is seeded with (seed + epoch), so the order of batches depends only
+        on the epoch number: a resumed run sees exactly the batches the first run would have.
+        """
+        sampler = self.train_loader.sampler
+        while True:
+            if isinstance(sampler, RandomSampler):
+                if sampler.generator is None:
+                    sampler.generator = torch.Generator()
+                sampler.generator.manual_seed(self.config.seed + self.state.epoch)
+            skip = self.state.batch_in_epoch
+            for i, batch in enumerate(self.train_loader):
+                if i < skip:
+                    continue
+                self.state.batch_in_epoch = i + 1
+                yield batch
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+
+    # ----------------------------------------------------------------------------- loop
+    def _autocast(self):
+        enabled = self.config.precision != "fp32"
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.config.precision], enabled=enabled)
+
+    def train(self) -> list[dict[str, float]]:
+        cfg, state = self.config, self.state
+        self.model.train()
+        batches = self._batches()
+        progress = self._progress_bar()
+        if state.step >= self.total_steps:
+            print(f"Nothing to do: already at step {state.step} of {self.total_steps}.")
+        start_time, start_step = time.perf_counter(), state.step
+        while state.step < self.total_steps:
+            loss_sum, step_tokens = 0.0, 0
+            for _ in range(cfg.grad_accum_steps):
+                inputs, targets = next(batches)
+                with self._autocast():
+                    loss = calc_loss_batch(inputs, targets, self.forward_model, self.device)
+                self.scaler.scale(loss / cfg.grad_accum_steps).backward()
+                loss_sum += loss.item()
+                step_tokens += inputs.numel()
+            if cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            state.step += 1
+            state.tokens_seen += step_tokens
+
+            train_loss = loss_sum / cfg.grad_accum_steps
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"Loss became {train_loss} at step {state.step}. Lower the learning "
+                                         f"rate (now {cfg.lr}) or use fp32/bf16 instead of fp16.")
+            elapsed = time.perf_counter() - start_time
+            tokens_per_s = (state.step - start_step) * self.tokens_per_step / max(elapsed, 1e-9)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{train_loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                                     tok_s=f"{tokens_per_s:,.0f}")
+            if state.step % self.eval_interval == 0 or state.step == self.total_steps:
+                self._evaluate_and_save(train_loss, tokens_per_s, progress)
+        if progress is not None:
+            progress.close()
+        if self.out_dir is not None and state.history:
+            from llm_from_scratch.training.plots import plot_losses
+            plot_losses(state.history, self.out_dir / "loss.png")
+        return state.history
+
+    def _progress_bar(self):
+        if not self.config.progress:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=self.total_steps, initial=self.state.step, desc="training", unit="step",
+                    dynamic_ncols=True)
+
+    # ----------------------------------------------------------------------------- evaluation
+    def evaluate(self) -> tuple[float, float]:
+        """(train loss, validation loss) over `eval_batches` batches each, in eval mode."""
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            # A fresh unshuffled view of the training data: evaluating must not touch the
+            # shuffling generator, or resumed runs would see other batches.
+            train_view = DataLoader(self.train_loader.dataset, batch_size=self.train_loader.batch_size)
+            train_loss = calc_loss_loader(train_view, self.model, self.device, self.config.eval_batches)
+            val_loss = (calc_loss_loader(self.val_loader, self.model, self.device, self.config.eval_batches)
+                        if self.val_loader is not None else float("nan"))
+        self.model.train()
+        return train_loss, val_loss
+
+    def sample(self, prompt: str | None = None) -> str | None:
+        prompt = prompt or self.config.sample_prompt
+        if self.tokenizer is None or not prompt:
+            return None
+        from llm_from_scratch.generation import generate, text_to_token_ids, token_ids_to_text
+        idx = text_to_token_ids(prompt, self.tokenizer).to(self.device)
+        out = generate(self.model, idx, self.config.sample_tokens, temperature=0.0,
+                       eos_id=getattr(self.tokenizer, "eot_id", None))
+        return token_ids_to_text(out, self.tokenizer)
+
+    def _evaluate_and_save(self, last_train_loss: float, tokens_per_s: float, progress) -> None:
+        state = self.state
+        train_loss, val_loss = self.evaluate()
+        record = {"step": state.step, "tokens": state.tokens_seen, "epoch": state.epoch,
+                  "train_loss": train_loss, "val_loss": val_loss, "step_loss": last_train_loss,
+                  "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
+        state.history.append(record)
+        message = (f"step {state.step}/{self.total_steps} | tokens {state.tokens_seen:,} | train loss {train_loss:.3f} "
+                   f"| val loss {val_loss:.3f} (ppl {perplexity(val_loss):.1f}) | {tokens_per_s:,.0f} tok/s")
+        sample = self.sample()
+        (progress.write if progress is not None else print)(message + (f"\n  sample: {sample!r}" if sample else ""))
+        if self.out_dir is not None:
+            with open(self.out_dir.mkdir(parents=True, exist_ok=True) or self.out_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            checkpoint = self.checkpoint_state()
+            if val_loss < state.best_val_loss or (math.isnan(val_loss) and state.step == self.total_steps):
+                state.best_val_loss = val_loss if not math.isnan(val_loss) else state.best_val_loss
+                checkpoint["best_val_loss"] = state.best_val_loss
+                save_checkpoint(self.out_dir / "best_model.pt", checkpoint)
+            save_checkpoint(self.out_dir / "last.pt", checkpoint)
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        model_cfg = getattr(self.model, "cfg", None)
+        return {
+            "model": clean_state_dict(self.model.state_dict()),
+            "model_config": model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else None,
+            "tokenizer": self.tokenizer.to_config() if hasattr(self.tokenizer, "to_config") else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "train_state": asdict(self.state),
+            "trainer_config": asdict(self.config),
+            "rng": _rng_state(),
+            **self.extra_checkpoint_info,
+        }
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        for key in ("model", "optimizer", "scheduler", "train_state", "rng"):
+            if key not in ckpt:
+                raise ValueError(f"{path} cannot be resumed from: it has no {key!r} entry "
+                                 "(only full training checkpoints such as last.pt can).")
+        try:
+            self.model.load_state_dict(clean_state_dict(ckpt["model"]))
+        except RuntimeError as exc:
+            raise ValueError(f"{path} was saved from a different model configuration than the one being "
+                             f"trained: {str(exc).splitlines()[0]}") from exc
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["train_state"])
+        _set_rng_state(ckpt["rng"])
