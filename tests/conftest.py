@@ -7,6 +7,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# The test models are tiny: one intra-op thread is as fast as two, and it keeps the suite from
+# slowing down badly (OpenMP threads spin-waiting) when the machine is shared with other work.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

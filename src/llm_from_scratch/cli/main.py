@@ -6,12 +6,18 @@ import argparse
 import sys
 
 from llm_from_scratch import __version__
+from llm_from_scratch.cli import demo
+
+# One module per subcommand; each adds its own parser (more arrive with later chapters).
+COMMANDS = [demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmfs", description=__doc__)
     parser.add_argument("--version", action="version", version=f"llmfs {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(subparsers)
     return parser
 
 
