@@ -108,8 +108,10 @@ def generate_stream(model, idx: torch.Tensor, max_new_tokens: int, context_size:
     try:
         with torch.inference_mode():
             finished = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)
-            cache = model.new_kv_cache(idx.shape[0], context_size) if use_cache else None
             window = idx[:, -context_size:]  # the tokens the model sees next step
+            # The cache never holds more than the window: the prompt plus what we generate.
+            cache_len = min(context_size, window.shape[1] + max_new_tokens)
+            cache = model.new_kv_cache(idx.shape[0], cache_len) if use_cache else None
             pending = window                 # the tokens it has not processed yet (with a cache)
             for _ in range(max_new_tokens):
                 if cache is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train a tiny model on built-in text and print samples (no download)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int, default=300,
+    p.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int, default=1000,
                    help="optimizer steps (default: %(default)s, about two minutes on 2 CPU cores)")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)
     p.add_argument("--out-dir", "--out_dir", dest="out_dir", default="checkpoints/demo",
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from llm_from_scratch.training import GPTTrainer
 
     torch.manual_seed(args.seed)
-    text = tiny_stories()
+    text = tiny_stories(num_stories=2000)
     tokenizer = CharTokenizer(text)
     model = GPTModel.from_preset("gpt-micro", vocab_size=tokenizer.vocab_size)
     block_size = model.cfg.context_length
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
           f"{args.max_steps} steps of {args.batch_size} x {block_size} tokens")
     started = time.perf_counter()
     trainer = GPTTrainer(model, train_loader, val_loader, tokenizer=tokenizer, max_steps=args.max_steps,
-                         lr=2e-3, eval_interval=max(1, args.max_steps // 6), sample_prompt=args.prompt,
+                         lr=2e-3, eval_interval=max(1, args.max_steps // 10), sample_prompt=args.prompt,
                          out_dir=args.out_dir, seed=args.seed, progress=args.progress,
                          extra_checkpoint_info={"model_type": "gpt-micro"})
     history = trainer.train()
