@@ -181,3 +181,33 @@ def test_weight_decay_only_on_matrices():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(sample_text, tmp_path, monkeypatch):
+    """An interrupt in the middle of a step (after some micro-batches) saves last.pt as of the
+    last finished step; resuming then reaches the same weights as a run never interrupted."""
+    settings = dict(max_steps=7, eval_interval=5, eval_batches=2, lr=2e-3, grad_accum_steps=2, progress=False)
+    _, model, train, val = _setup(sample_text, drop_rate=0.2)
+    GPTTrainer(model, train, val, **settings).train()
+    straight = torch.nn.utils.parameters_to_vector(model.parameters())
+
+    import llm_from_scratch.training.trainer as trainer_module
+    real_loss = trainer_module.calc_loss_batch
+    calls = {"n": 0}
+
+    def interrupting_loss(*args):
+        calls["n"] += 1
+        if calls["n"] == 2 * 3 + 2:  # the second micro-batch of step 4
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(trainer_module, "calc_loss_batch", interrupting_loss)
+    _, model, train, val = _setup(sample_text, drop_rate=0.2)
+    with pytest.raises(KeyboardInterrupt):
+        GPTTrainer(model, train, val, out_dir=str(tmp_path), **settings).train()
+    monkeypatch.setattr(trainer_module, "calc_loss_batch", real_loss)
+    assert load_checkpoint(tmp_path / "last.pt")["train_state"]["step"] == 3
+
+    _, model, train, val = _setup(sample_text, drop_rate=0.2)
+    GPTTrainer(model, train, val, out_dir=str(tmp_path), resume_from=str(tmp_path / "last.pt"), **settings).train()
+    assert torch.equal(torch.nn.utils.parameters_to_vector(model.parameters()), straight)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from llm_from_scratch import __version__
-from llm_from_scratch.cli import demo
+from llm_from_scratch.cli import demo, generate, train
+from llm_from_scratch.cli.common import CommandError
 
 # One module per subcommand; each adds its own parser (more arrive with later chapters).
-COMMANDS = [demo]
+COMMANDS = [train, generate, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except CommandError as exc:
+        parser.exit(2, f"llmfs {args.command}: error: {exc}\n")
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # Our own errors say what is wrong and how to fix it; a traceback would bury that.
+        # LLMFS_DEBUG=1 shows the traceback (for bugs).
+        if os.environ.get("LLMFS_DEBUG"):
+            raise
+        parser.exit(1, f"llmfs {args.command}: error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,14 @@
 Everything else here is bookkeeping that makes long runs pleasant and safe: a progress bar with
 loss, learning rate, tokens/s and ETA; checkpoints written atomically (`best_model.pt` at the
 lowest validation loss, `last.pt` always) with the optimizer, scheduler, RNG states and data
-position, so `resume_from=` continues exactly where a run stopped; a loss-curve PNG at the end.
+position, so `resume_from=` continues exactly where a run stopped; TensorBoard event files and a
+loss-curve PNG; and data-parallel training over several processes (see `distributed.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import random
@@ -29,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from llm_from_scratch.training.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from llm_from_scratch.training.distributed import DistInfo, EpochBatchSampler, all_reduce_mean, init_distributed
 from llm_from_scratch.training.losses import calc_loss_batch, calc_loss_loader, perplexity
 from llm_from_scratch.training.optim import build_optimizer, build_scheduler
 
@@ -120,12 +124,16 @@ class GPTTrainer:
                              "Use more text, a smaller batch size or a shorter context.")
         if cfg.grad_accum_steps < 1:
             raise ValueError("grad_accum_steps must be >= 1")
-        torch.manual_seed(cfg.seed)
         self.device = auto_device(cfg.device)
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 (CPU and GPU) or fp32.")
+        self.dist: DistInfo = init_distributed(self.device.type)
+        if self.dist.is_distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        torch.manual_seed(cfg.seed + self.dist.rank)  # dropout differs per rank; the weights come from rank 0
         self.model = model.to(self.device)
-        self.train_loader, self.val_loader = train_loader, val_loader
+        self.batch_size = train_loader.batch_size
+        self.train_loader, self.val_loader = self._per_rank_loader(train_loader), val_loader
         self.tokenizer = tokenizer
         self.extra_checkpoint_info = extra_checkpoint_info or {}
 
@@ -137,14 +145,38 @@ class GPTTrainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
         self.state = TrainState()
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
-        self.forward_model = torch.compile(self.model) if cfg.compile else self.model
+        self.ddp_model = None
+        self.forward_model = self.model
+        if self.dist.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = self.forward_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        if cfg.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self._tensorboard = None
         if cfg.resume_from:
             self.resume(cfg.resume_from)
 
     # ----------------------------------------------------------------------------- schedule
-    @property
+    def _per_rank_loader(self, loader: DataLoader) -> DataLoader:
+        """Rebuild a plain DataLoader around an `EpochBatchSampler`: seeded per-epoch shuffles
+        (exact resume) and, under torchrun, each rank its own slice of every global batch."""
+        if loader.batch_size is None:  # the caller brought its own batch sampler: use it as is
+            return loader
+        sampler = EpochBatchSampler(
+            len(loader.dataset), loader.batch_size, shuffle=isinstance(loader.sampler, RandomSampler),
+            seed=self.config.seed, drop_last=loader.drop_last, rank=self.dist.rank, world_size=self.dist.world_size)
+        # A private generator: creating an iterator draws a seed from it, not from the global RNG
+        # that dropout uses (a resumed run creates one iterator more than an uninterrupted one).
+        return DataLoader(loader.dataset, batch_sampler=sampler, num_workers=loader.num_workers,
+                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                          generator=torch.Generator().manual_seed(self.config.seed))
+
+    @functools.cached_property
     def tokens_per_step(self) -> int:
-        return self.train_loader.batch_size * self.train_loader.dataset[0][0].numel() * self.config.grad_accum_steps
+        """Tokens in one optimizer step, over all ranks."""
+        window = self.train_loader.dataset[0][0].numel()
+        return self.batch_size * window * self.config.grad_accum_steps * self.dist.world_size
 
     def _total_steps(self) -> int:
         cfg = self.config
@@ -164,9 +196,11 @@ class GPTTrainer:
         Each epoch's shuffle is seeded with (seed + epoch), so the order of batches depends only
         on the epoch number: a resumed run sees exactly the batches the first run would have.
         """
-        sampler = self.train_loader.sampler
+        batch_sampler, sampler = self.train_loader.batch_sampler, self.train_loader.sampler
         while True:
-            if isinstance(sampler, RandomSampler):
+            if hasattr(batch_sampler, "set_epoch"):
+                batch_sampler.set_epoch(self.state.epoch)
+            elif isinstance(sampler, RandomSampler):
                 if sampler.generator is None:
                     sampler.generator = torch.Generator()
                 sampler.generator.manual_seed(self.config.seed + self.state.epoch)
@@ -193,30 +227,17 @@ class GPTTrainer:
             print(f"Nothing to do: already at step {state.step} of {self.total_steps}.")
         start_time, start_step = time.perf_counter(), state.step
         while state.step < self.total_steps:
-            loss_sum, step_tokens = 0.0, 0
-            for _ in range(cfg.grad_accum_steps):
-                inputs, targets = next(batches)
-                with self._autocast():
-                    loss = calc_loss_batch(inputs, targets, self.forward_model, self.device)
-                self.scaler.scale(loss / cfg.grad_accum_steps).backward()
-                loss_sum += loss.item()
-                step_tokens += inputs.numel()
-            if cfg.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            state.step += 1
-            state.tokens_seen += step_tokens
-
-            train_loss = loss_sum / cfg.grad_accum_steps
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"Loss became {train_loss} at step {state.step}. Lower the learning "
-                                         f"rate (now {cfg.lr}) or use fp32/bf16 instead of fp16.")
+            # Where this step starts, so that Ctrl-C can save a checkpoint a resumed run continues
+            # from exactly (the micro-batches of an unfinished step are simply done again).
+            step_start = (state.epoch, state.batch_in_epoch, _rng_state())
+            try:
+                train_loss = self._train_step(batches)
+            except KeyboardInterrupt:
+                self._save_on_interrupt(step_start, progress)
+                raise
             elapsed = time.perf_counter() - start_time
             tokens_per_s = (state.step - start_step) * self.tokens_per_step / max(elapsed, 1e-9)
+            self._log_scalars({"train/step_loss": train_loss, "train/lr": self.scheduler.get_last_lr()[0]})
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{train_loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
@@ -225,13 +246,75 @@ class GPTTrainer:
                 self._evaluate_and_save(train_loss, tokens_per_s, progress)
         if progress is not None:
             progress.close()
-        if self.out_dir is not None and state.history:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+        if self.out_dir is not None and state.history and self.dist.is_main:
             from llm_from_scratch.training.plots import plot_losses
             plot_losses(state.history, self.out_dir / "loss.png")
         return state.history
 
+    def _train_step(self, batches) -> float:
+        """One optimizer step over `grad_accum_steps` micro-batches; returns the mean loss."""
+        cfg, state = self.config, self.state
+        self._updating = False
+        loss_sum = 0.0
+        for micro_step in range(cfg.grad_accum_steps):
+            inputs, targets = next(batches)
+            # Under DDP, gradients are averaged across ranks only after the last micro-batch:
+            # all-reducing after every micro-batch would send the same data N times.
+            sync = self.ddp_model is None or micro_step == cfg.grad_accum_steps - 1
+            with (contextlib.nullcontext() if sync else self.ddp_model.no_sync()), self._autocast():
+                loss = calc_loss_batch(inputs, targets, self.forward_model, self.device)
+            self.scaler.scale(loss / cfg.grad_accum_steps).backward()
+            loss_sum += loss.item()
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self._updating = True  # from here on the weights change: an interrupt must not save
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        state.step += 1
+        state.tokens_seen += self.tokens_per_step
+
+        train_loss = all_reduce_mean(loss_sum / cfg.grad_accum_steps, self.dist)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"Loss became {train_loss} at step {state.step}. Lower the learning "
+                                     f"rate (now {cfg.lr}) or use fp32/bf16 instead of fp16.")
+        self._updating = False
+        return train_loss
+
+    def _save_on_interrupt(self, step_start, progress) -> None:
+        if progress is not None:
+            progress.close()
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        if getattr(self, "_updating", False):
+            print(f"\nInterrupted during an optimizer update; the last checkpoint ({self.out_dir / 'last.pt'}) "
+                  "is from the last evaluation.")
+            return
+        self.state.epoch, self.state.batch_in_epoch, rng = step_start
+        self.optimizer.zero_grad(set_to_none=True)
+        checkpoint = self.checkpoint_state()
+        checkpoint["rng"] = rng
+        save_checkpoint(self.out_dir / "last.pt", checkpoint)
+        print(f"\nInterrupted: saved {self.out_dir / 'last.pt'} at step {self.state.step}; "
+              "continue with --resume (llmfs train) or resume_from=.")
+
+    def _log_scalars(self, values: dict[str, float]) -> None:
+        """TensorBoard event files in <out_dir>/tensorboard (`tensorboard --logdir <out_dir>`)."""
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        if self._tensorboard is None:
+            from torch.utils.tensorboard import SummaryWriter  # the `tensorboard` package is a dependency
+            self._tensorboard = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+        for name, value in values.items():
+            self._tensorboard.add_scalar(name, value, global_step=self.state.step)
+
     def _progress_bar(self):
-        if not self.config.progress:
+        if not self.config.progress or not self.dist.is_main:
             return None
         from tqdm.auto import tqdm
         return tqdm(total=self.total_steps, initial=self.state.step, desc="training", unit="step",
@@ -244,7 +327,7 @@ class GPTTrainer:
         with torch.no_grad(), self._autocast():
             # A fresh unshuffled view of the training data: evaluating must not touch the
             # shuffling generator, or resumed runs would see other batches.
-            train_view = DataLoader(self.train_loader.dataset, batch_size=self.train_loader.batch_size)
+            train_view = DataLoader(self.train_loader.dataset, batch_size=self.batch_size)
             train_loss = calc_loss_loader(train_view, self.model, self.device, self.config.eval_batches)
             val_loss = (calc_loss_loader(self.val_loader, self.model, self.device, self.config.eval_batches)
                         if self.val_loader is not None else float("nan"))
@@ -263,14 +346,19 @@ class GPTTrainer:
 
     def _evaluate_and_save(self, last_train_loss: float, tokens_per_s: float, progress) -> None:
         state = self.state
-        train_loss, val_loss = self.evaluate()
+        with torch.random.fork_rng(devices=[]):  # evaluating must not change training's randomness
+            train_loss, val_loss = self.evaluate()
+            sample = self.sample() if self.dist.is_main else None
         record = {"step": state.step, "tokens": state.tokens_seen, "epoch": state.epoch,
                   "train_loss": train_loss, "val_loss": val_loss, "step_loss": last_train_loss,
                   "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
         state.history.append(record)
         message = (f"step {state.step}/{self.total_steps} | tokens {state.tokens_seen:,} | train loss {train_loss:.3f} "
                    f"| val loss {val_loss:.3f} (ppl {perplexity(val_loss):.1f}) | {tokens_per_s:,.0f} tok/s")
-        sample = self.sample()
+        if not self.dist.is_main:
+            return
+        self._log_scalars({"eval/train_loss": train_loss, "eval/val_loss": val_loss,
+                           "eval/val_perplexity": perplexity(val_loss), "speed/tokens_per_s": tokens_per_s})
         (progress.write if progress is not None else print)(message + (f"\n  sample: {sample!r}" if sample else ""))
         if self.out_dir is not None:
             with open(self.out_dir.mkdir(parents=True, exist_ok=True) or self.out_dir / "log.jsonl", "a") as f:
