@@ -322,17 +322,29 @@ class GPTTrainer:
 
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self) -> tuple[float, float]:
-        """(train loss, validation loss) over `eval_batches` batches each, in eval mode."""
+        """(train loss, validation loss) over `eval_batches` batches each, in eval mode.
+
+        Under torchrun each rank evaluates its slice of the same global batches and the results
+        are averaged, so the figures equal a single process's with the global batch size.
+        """
         self.model.eval()
         with torch.no_grad(), self._autocast():
             # A fresh unshuffled view of the training data: evaluating must not touch the
-            # shuffling generator, or resumed runs would see other batches.
-            train_view = DataLoader(self.train_loader.dataset, batch_size=self.batch_size)
-            train_loss = calc_loss_loader(train_view, self.model, self.device, self.config.eval_batches)
-            val_loss = (calc_loss_loader(self.val_loader, self.model, self.device, self.config.eval_batches)
-                        if self.val_loader is not None else float("nan"))
+            # shuffling order of training.
+            train_loss = self._eval_loss(self.train_loader.dataset, self.batch_size)
+            val_loss = float("nan")
+            if self.val_loader is not None and self.val_loader.batch_size is None:  # a custom loader
+                val_loss = calc_loss_loader(self.val_loader, self.model, self.device, self.config.eval_batches)
+            elif self.val_loader is not None:
+                val_loss = self._eval_loss(self.val_loader.dataset, self.val_loader.batch_size)
         self.model.train()
         return train_loss, val_loss
+
+    def _eval_loss(self, dataset, batch_size: int) -> float:
+        sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=False, drop_last=False,
+                                    rank=self.dist.rank, world_size=self.dist.world_size)
+        loader = DataLoader(dataset, batch_sampler=sampler)
+        return all_reduce_mean(calc_loss_loader(loader, self.model, self.device, self.config.eval_batches), self.dist)
 
     def sample(self, prompt: str | None = None) -> str | None:
         prompt = prompt or self.config.sample_prompt
