@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   -> set up .venv and run the main job on the built-in default
+#   make demo   -> set up .venv and run the main job (llmfs train, no flags), then sample from it
 #   make test   -> set up .venv (with test extras) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -29,7 +29,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/llmfs demo
+	$(BIN)/llmfs train
+	$(BIN)/llmfs generate --checkpoint checkpoints/gpt-micro/best_model.pt --prompt "KING" --max_new_tokens 300 --seed 1
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -50,6 +50,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import time
 import unicodedata
 from collections import deque
@@ -358,6 +359,9 @@ _worker_state: dict[str, Any] = {}
 
 
 def _init_worker(tokenizer_config: Mapping[str, Any], dtype_str: str, vocab_size: int) -> None:
+    # A forked worker inherits its parent's signal handlers; with a custom SIGTERM handler
+    # (e.g. one that turns SIGTERM into KeyboardInterrupt) Pool.terminate() could not stop it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _worker_state["tokenizer"] = tokenizer_from_config(tokenizer_config)
     _worker_state["dtype"] = np.dtype(dtype_str)
     _worker_state["vocab_size"] = vocab_size

@@ -5,6 +5,7 @@ One module per idea, from simplest to what GPT uses:
 * :mod:`.simple` - split into words; unknown words are a problem (``SimpleTokenizerV1/V2``);
 * :mod:`.char` - one id per character (``CharTokenizer``);
 * :mod:`.tiktoken_bpe` - byte-level BPE as used by GPT-2/3/4 (``TiktokenTokenizer``);
+* :mod:`.bpe` - byte-level BPE trained from scratch on your text (``BPETokenizer``);
 * :mod:`.base` - the interface they share and saving/loading them.
 
 ``get_tokenizer`` is the one entry point the rest of the project uses.
@@ -26,6 +27,7 @@ from llm_from_scratch.tokenizers.base import (
     registered_tokenizer_types,
     tokenizer_from_config,
 )
+from llm_from_scratch.tokenizers.bpe import BPETokenizer
 from llm_from_scratch.tokenizers.char import CharTokenizer, SimpleTokenizer, UnknownCharacterError
 from llm_from_scratch.tokenizers.simple import (
     SimpleTokenizerV1,
@@ -37,6 +39,7 @@ from llm_from_scratch.tokenizers.simple import (
 from llm_from_scratch.tokenizers.tiktoken_bpe import TiktokenTokenizer, load_encoding
 
 __all__ = [
+    "BPETokenizer",
     "DEFAULT_ALLOWED_SPECIAL",
     "ENDOFTEXT",
     "UNKNOWN",
