@@ -52,11 +52,12 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import available_cores, cpu_model, run_child
 
 IMPLEMENTATIONS = {
     "A": "ours, GPT-4 split (Python)",
@@ -266,31 +267,8 @@ def child_command(args, *extra: str) -> list[str]:
             "--vocab-size", str(args.vocab_size), "--threads", str(args.threads), "--only", ",".join(args.only)]
 
 
-def run_child(cmd: list[str], threads: int) -> dict:
-    env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"child failed (exit code {proc.returncode}): {' '.join(cmd)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+def child_env(threads: int) -> dict[str, str]:
+    return {"RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
 
 
 def main_parent(args) -> None:
@@ -314,7 +292,7 @@ def main_parent(args) -> None:
               f"implementations={','.join(args.only)}\n")
 
         # 1. Correctness.
-        check = run_child(child_command(args, "--check"), args.threads)
+        check = run_child(child_command(args, "--check"), env=child_env(args.threads))
         problems = [f"{n} has {v} tokens, not {args.vocab_size}" for n, v in check["vocab_size"].items()
                     if v != args.vocab_size]
         problems += [f"{n} does not round-trip the held-out text" for n, ok in check["round_trip"].items() if not ok]
@@ -334,7 +312,7 @@ def main_parent(args) -> None:
         for round_index in range(1, args.rounds + 1):
             for name in args.only:
                 load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-                result = run_child(child_command(args, "--trial", name), args.threads)
+                result = run_child(child_command(args, "--trial", name), env=child_env(args.threads))
                 result["round"] = round_index
                 result["load_avg_1min_before"] = load
                 trials.append(result)

@@ -50,12 +50,13 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from harness import available_cores, cpu_model, run_child
 
 IMPLEMENTATIONS = {
     "A": "ours, KV cache",
@@ -254,34 +255,6 @@ def child_command(args, *extra: str) -> list[str]:
             "--new-tokens", str(args.new_tokens), "--prompt-tokens", str(args.prompt_tokens),
             "--dtype", args.dtype, "--preset", args.preset, "--threads", str(args.threads),
             "--seed", str(args.seed), "--only", ",".join(args.only)]
-
-
-def run_child(cmd: list[str]) -> dict:
-    """Run one child process; return the JSON object on the last line of its stdout."""
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"child failed (exit code {proc.returncode}): {' '.join(cmd)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def available_cores() -> int:
-    """Cores this process may run on (respects taskset/cgroups affinity, unlike os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def print_table(summary: dict, names: list[str]) -> None:

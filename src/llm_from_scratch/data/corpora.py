@@ -51,6 +51,7 @@ from llm_from_scratch.assets import (
     download,
     fetch_from_package,
     load_from_sources,
+    write_atomically,
 )
 
 VALIDATION_FRACTION = 0.1
@@ -244,7 +245,7 @@ def _finish(out_dir: Path, name: str, source: str, description: str, license: st
     for part in ("train", "validation"):
         if info[part]["bytes"] == 0:
             raise ValueError(f"building {name!r} produced an empty {part} file; the source is too small")
-    _write_bytes_atomically(out_dir / INFO_FILE, (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
+    write_atomically(out_dir / INFO_FILE, (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode())
     return CorpusFiles(name, train, validation, source, description)
 
 
@@ -508,17 +509,6 @@ def _write_split(out_dir: Path, train_parts: Sequence[bytes] | Iterator[bytes],
             train.write(part)
         for part in validation_parts:
             validation.write(part)
-
-
-def _write_bytes_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
 
 
 def _bar(total: int | None, label: str, progress: bool, unit: str = "B"):
