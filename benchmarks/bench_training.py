@@ -71,7 +71,6 @@ import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,6 +78,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from harness import available_cores, cpu_model, run_child
 
 # what each variant is: impl, precision, torch.compile, and the prototype options
 #   fused_ce: LinearCrossEntropy instead of out_head + calc_loss_batch
@@ -463,14 +464,6 @@ def child_command(args, *extra: str) -> list[str]:
     return cmd
 
 
-def run_child(cmd: list[str], env: dict) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
-        raise SystemExit(f"child failed (exit code {proc.returncode}): {' '.join(cmd)}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def own_load_share(history: list[dict]) -> float:
     """What our own earlier children still add to the 1-minute load average.
 
@@ -507,24 +500,6 @@ def wait_for_quiet(max_load: float, max_foreign: float, max_wait: float, history
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def cpu_features() -> dict:
