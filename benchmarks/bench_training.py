@@ -12,13 +12,16 @@ One training step = forward + loss + backward + gradient clipping (max norm 1.0)
                        on matrices) + training.losses.calc_loss_batch, fp32
     ours-bf16          the same under bf16 autocast, as GPTTrainer(precision="bf16") does it
     ours-bf16-compile  the same + torch.compile(model), as GPTTrainer(compile=True) does it
-    ours-fp32-fast     PROTOTYPE, the fastest we found on a CPU without AMX (see FINDINGS):
-                       fp32 + a fused, chunked output-head/cross-entropy (`LinearCrossEntropy`
-                       below) + a sparse gradient for the tied token embedding + glibc malloc
-                       told not to mmap (so big tensors stop page-faulting every step)
+    ours-default       what `GPTTrainer` / `llmfs train` do by default: precision "auto" (fp32
+                       on CPUs without AMX, bf16 with it), the fused, chunked output head +
+                       cross-entropy (`model(x, targets=y)`, model/linear_cross_entropy.py), a
+                       sparse gradient for the tied token embedding, and glibc malloc told to
+                       keep freed memory (training/cpu_speed.py), so big tensors stop
+                       page-faulting every step
 
 More prototypes are selectable with --only (not run by default): ours-fp32-compile,
-ours-fp32-fusedce, ours-fp32-fusedce-sparse, ours-fp32-malloc, ours-bf16-fast, hf-fp32-malloc.
+ours-fp32-fusedce, ours-fp32-fusedce-sparse, ours-fp32-malloc, ours-bf16-fast, ours-default-compile,
+hf-fp32-malloc.
 
 Two configurations (--configs): "tiny" (4 layers, 4 heads, width 128, context 64, batch 12) and
 "124m" (GPT-2 small: 12 layers, 12 heads, width 768, context 256, batch 4; qkv bias and tied
@@ -51,7 +54,7 @@ Run it
 ------
     .venv/bin/python benchmarks/bench_training.py                       # both configs, 3 rounds (~25 min)
     .venv/bin/python benchmarks/bench_training.py --configs tiny        # quick (~8 min)
-    .venv/bin/python benchmarks/bench_training.py --configs 124m --only hf-fp32,ours-fp32,ours-fp32-fast
+    .venv/bin/python benchmarks/bench_training.py --configs 124m --only hf-fp32,ours-fp32,ours-default
 
 Options: --configs, --only, --rounds, --steps / --warmup (override the per-config defaults),
 --max-timed-seconds, --threads, --seed, --max-load, --max-wait, --max-foreign, --retries,
@@ -63,7 +66,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -77,22 +79,25 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from harness import available_cores, cpu_model, run_child
 
+from llm_from_scratch.model.linear_cross_entropy import DEFAULT_CHUNK
+from llm_from_scratch.training.cpu_speed import keep_freed_memory, pick_precision
+
 # what each variant is: impl, precision, torch.compile, and the prototype options
-#   fused_ce: LinearCrossEntropy instead of out_head + calc_loss_batch
+#   fused_ce: model(x, targets=y) (linear_cross_entropy) instead of out_head + calc_loss_batch
 #   sparse_emb: the tied token embedding returns a sparse gradient (added in place to the head's)
-#   malloc: glibc mallopt(M_MMAP_MAX=0, ...) before anything is allocated
+#   malloc: training.cpu_speed.keep_freed_memory() before anything is allocated
+#   precision "auto": training.cpu_speed.pick_precision, as GPTTrainer resolves it
 VARIANTS: dict[str, dict] = {
     "hf-fp32": dict(impl="hf", precision="fp32", what="transformers fp32"),
     "hf-bf16": dict(impl="hf", precision="bf16", what="transformers bf16 autocast"),
     "ours-fp32": dict(impl="ours", precision="fp32", what="ours fp32"),
     "ours-bf16": dict(impl="ours", precision="bf16", what="ours bf16 autocast"),
     "ours-bf16-compile": dict(impl="ours", precision="bf16", compile=True, what="ours bf16 + compile"),
-    "ours-fp32-fast": dict(impl="ours", precision="fp32", fused_ce=True, sparse_emb=True, malloc=True,
-                           what="ours fp32 fusedCE+sparse+malloc"),
+    "ours-default": dict(impl="ours", precision="auto", fused_ce=True, sparse_emb=True, malloc=True,
+                         what="ours, GPTTrainer's defaults"),
     # prototypes, not in the default run
     "ours-fp32-compile": dict(impl="ours", precision="fp32", compile=True, what="ours fp32 + compile"),
     "ours-fp32-fusedce": dict(impl="ours", precision="fp32", fused_ce=True, what="ours fp32 fusedCE"),
@@ -101,9 +106,11 @@ VARIANTS: dict[str, dict] = {
     "ours-fp32-malloc": dict(impl="ours", precision="fp32", malloc=True, what="ours fp32 + malloc"),
     "ours-bf16-fast": dict(impl="ours", precision="bf16", fused_ce=True, sparse_emb=True, malloc=True,
                            what="ours bf16 fusedCE+sparse+malloc"),
+    "ours-default-compile": dict(impl="ours", precision="auto", fused_ce=True, malloc=True, compile=True,
+                                 what="ours defaults + compile"),
     "hf-fp32-malloc": dict(impl="hf", precision="fp32", malloc=True, what="transformers fp32 + malloc"),
 }
-DEFAULT_VARIANTS = ["hf-fp32", "hf-bf16", "ours-fp32", "ours-bf16", "ours-bf16-compile", "ours-fp32-fast"]
+DEFAULT_VARIANTS = ["hf-fp32", "hf-bf16", "ours-fp32", "ours-bf16", "ours-bf16-compile", "ours-default"]
 REFERENCE = "hf-fp32"
 
 CONFIGS: dict[str, dict] = {
@@ -116,91 +123,12 @@ CONFIGS: dict[str, dict] = {
 LR = 6e-4
 WEIGHT_DECAY = 0.1
 GRAD_CLIP = 1.0
-FUSED_CE_CHUNK = 1024  # tokens per chunk of LinearCrossEntropy (124m: 4*256 = one chunk)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "training.json"
 
 
-# ----------------------------------------------------------------------------------------------
-# Prototypes (candidates for src/; see the README's findings)
-# ----------------------------------------------------------------------------------------------
-
-def malloc_keep_memory() -> bool:
-    """glibc only: serve every allocation from the heap and never give it back to the kernel.
-
-    By default glibc hands each allocation above 32 MB (logits: 1024 x 50257 floats = 206 MB;
-    embedding gradient: 154 MB) its own fresh mmap and unmaps it on free, so the next step
-    page-faults and zero-fills all of it again: ~350,000 page faults per 124M step here. With
-    mmap off and trimming off, freed blocks are reused and the faults (nearly) disappear.
-    Same as the environment variables MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>
-    MALLOC_TOP_PAD_=<large>, but settable from Python before the big allocations happen.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
-    ok = libc.mallopt(m_mmap_max, 0) == 1
-    ok &= libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
-    ok &= libc.mallopt(m_top_pad, 256 * 2**20) == 1
-    return bool(ok)
-
-
-class LinearCrossEntropy(torch.autograd.Function):
-    """mean(cross_entropy(x @ W.T, targets)) without ever storing the (tokens, vocab) logits.
-
-    The forward pass goes over the tokens in chunks: logits of the chunk, log-sum-exp, loss;
-    then, in the same buffer, softmax - one_hot (the gradient of the loss with respect to the
-    logits), and from it the gradients of x (g @ W) and of W (g.T @ x). The backward pass only
-    scales them by the incoming gradient. Same math as out_head + F.cross_entropy (the check
-    compares the gradients), but it replaces four passes over a 206 MB tensor (log_softmax,
-    its output, the nll gradient, the log_softmax backward) with two in-place ones on memory
-    that is still in cache, and the logits are never kept for the backward pass.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, targets, chunk):
-        n = x.shape[0]
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.empty_like(weight) if need_w else None
-        total = torch.zeros((), dtype=torch.float32, device=x.device)
-        for i, start in enumerate(range(0, n, chunk)):
-            xc, tc = x[start:start + chunk], targets[start:start + chunk]
-            logits = (xc @ weight.t()).float()  # (c, vocab)
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
-            if not (need_x or need_w):
-                continue
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-            grad[torch.arange(len(tc), device=x.device), tc] -= 1.0
-            grad.mul_(1.0 / n)  # d(mean loss)/d(logits)
-            grad = grad.to(xc.dtype)
-            if need_x:
-                torch.mm(grad, weight.to(grad.dtype), out=grad_x[start:start + chunk])
-            if need_w:
-                if i == 0:
-                    torch.mm(grad.t(), xc, out=grad_w)
-                else:
-                    grad_w.addmm_(grad.t(), xc)
-        ctx.save_for_backward(grad_x, grad_w)
-        return total / n
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grad_x, grad_w = ctx.saved_tensors
-        if grad_out.numel() == 1 and grad_out.item() == 1.0:  # the usual loss.backward()
-            return grad_x, grad_w, None, None
-        return (None if grad_x is None else grad_x * grad_out,
-                None if grad_w is None else grad_w * grad_out, None, None)
-
-
-def hidden_states(model, idx: torch.Tensor) -> torch.Tensor:
-    """GPTModel.forward without the output head: (b, T) ids -> (b, T, emb_dim) after final_norm."""
-    x = model.tok_emb(idx) + model.pos_emb(torch.arange(idx.shape[1], device=idx.device))
-    x = model.drop_emb(x)
-    for block in model.trf_blocks:
-        x = block(x)
-    return model.final_norm(x)
+def precision_of(spec: dict) -> str:
+    """fp32 or bf16: "auto" resolved for this CPU exactly as GPTTrainer resolves it."""
+    return pick_precision(spec["precision"], torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,14 +188,10 @@ class Runner:
                     raise SystemExit("sparse_emb needs tied embeddings (the head's dense gradient absorbs it)")
                 ours.tok_emb.sparse = True
             if spec.get("fused_ce"):
-                trunk = (lambda idx: hidden_states(ours, idx))
-                if spec.get("compile"):
-                    trunk = torch.compile(trunk)
+                forward_model = torch.compile(ours) if spec.get("compile") else ours
 
-                def loss(x, y):
-                    h = trunk(x)
-                    return LinearCrossEntropy.apply(h.flatten(0, 1), ours.out_head.weight, y.flatten(),
-                                                    FUSED_CE_CHUNK)
+                def loss(x, y):  # GPTTrainer's fused loss: no (b, T, vocab) logits kept
+                    return forward_model(x, targets=y)
             else:
                 forward_model = torch.compile(ours) if spec.get("compile") else ours
 
@@ -277,7 +201,7 @@ class Runner:
         self.params = list({id(p): p for p in self.model.parameters()}.values())
 
     def autocast(self):
-        if self.spec["precision"] == "bf16":
+        if precision_of(self.spec) == "bf16":
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -340,7 +264,7 @@ def cpu_busy_seconds() -> float | None:
 def run_trial(args) -> dict:
     variant, config = args.trial, args.config
     spec = VARIANTS[variant]
-    malloc_ok = malloc_keep_memory() if spec.get("malloc") else None
+    malloc_ok = keep_freed_memory() if spec.get("malloc") else None
     runner = Runner(variant, config, args.seed)
     x, y = random_batch(config, runner.cfg.vocab_size, args.seed)
     build_rss = current_rss_mb()  # imports + weights (+ transformers); optimizer states come later
@@ -415,7 +339,7 @@ def run_check(args) -> dict:
         worst = max((grads[n] - ref_grads[n]).abs().max().item() / max(ref_grads[n].abs().max().item(), 1e-12)
                     for n in ref_grads)
         results[name] = {"loss": loss.item(), "loss_diff": abs(loss.item() - ref_loss), "max_rel_grad_diff": worst,
-                         "precision": VARIANTS[name]["precision"]}
+                         "precision": precision_of(VARIANTS[name])}
         del runner
     return results
 
@@ -440,7 +364,7 @@ def text_batches(config: str, steps: int, seed: int) -> list[tuple[torch.Tensor,
 def run_loss_check(args) -> dict:
     variant = args.loss_check_child
     if VARIANTS[variant].get("malloc"):
-        malloc_keep_memory()
+        keep_freed_memory()
     runner = Runner(variant, args.config, args.seed)
     batches = text_batches(args.config, args.loss_steps, args.seed)
     losses = [runner.step(x, y)[0] for x, y in batches]
@@ -586,7 +510,7 @@ def main_parent(args) -> None:
                             "steps_override": args.steps, "warmup_override": args.warmup,
                             "max_timed_seconds": args.max_timed_seconds, "seed": args.seed,
                             "max_load": args.max_load, "max_wait": args.max_wait, "max_foreign": args.max_foreign,
-                            "fused_ce_chunk": FUSED_CE_CHUNK}}
+                            "fused_ce_chunk": DEFAULT_CHUNK}}
     try:
         # 1. Correctness: the same loss and gradients from the same weights.
         if args.check:

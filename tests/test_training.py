@@ -192,7 +192,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(sample_text, tmp_path, m
     straight = torch.nn.utils.parameters_to_vector(model.parameters())
 
     import llm_from_scratch.training.trainer as trainer_module
-    real_loss = trainer_module.calc_loss_batch
+    real_loss = trainer_module.GPTTrainer._loss
     calls = {"n": 0}
 
     def interrupting_loss(*args):
@@ -201,11 +201,11 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(sample_text, tmp_path, m
             raise KeyboardInterrupt
         return real_loss(*args)
 
-    monkeypatch.setattr(trainer_module, "calc_loss_batch", interrupting_loss)
+    monkeypatch.setattr(trainer_module.GPTTrainer, "_loss", interrupting_loss)
     _, model, train, val = _setup(sample_text, drop_rate=0.2)
     with pytest.raises(KeyboardInterrupt):
         GPTTrainer(model, train, val, out_dir=str(tmp_path), **settings).train()
-    monkeypatch.setattr(trainer_module, "calc_loss_batch", real_loss)
+    monkeypatch.setattr(trainer_module.GPTTrainer, "_loss", real_loss)
     assert load_checkpoint(tmp_path / "last.pt")["train_state"]["step"] == 3
 
     _, model, train, val = _setup(sample_text, drop_rate=0.2)

@@ -54,8 +54,12 @@ def add_parser(subparsers) -> None:
     add_flag(g, "warmup_steps", type=int, default=None)
     add_flag(g, "weight_decay", type=float, default=0.1)
     add_flag(g, "grad_clip", type=float, default=1.0)
-    add_flag(g, "precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-             help="fp32, bf16 (autocast, CPU or GPU) or fp16 (CUDA, with a gradient scaler)")
+    add_flag(g, "precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+             help="auto (bf16 on GPUs and AMX CPUs, where it is faster; else fp32), fp32, bf16 "
+                  "(autocast, CPU or GPU) or fp16 (CUDA, with a gradient scaler)")
+    add_flag(g, "no_fused_loss", action="store_true",
+             help="compute the loss from full logits (the book's way) instead of the fused, chunked "
+                  "head + cross-entropy (same result, more memory, slower)")
     add_flag(g, "compile", action="store_true", help="torch.compile the model")
     add_flag(g, "device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, mps")
     add_flag(g, "seed", type=int, default=123)
@@ -211,8 +215,12 @@ def run(args: argparse.Namespace) -> int:
         eval_interval=args.eval_interval, eval_batches=args.eval_batches, sample_prompt=sample_prompt,
         out_dir=str(out_dir), resume_from=str(resume_path) if resume_path else None, device=args.device,
         precision=args.precision, compile=args.compile, seed=args.seed, progress=args.progress,
+        fused_loss=not args.no_fused_loss,
         extra_checkpoint_info={"model_type": model_type, "dataset": corpus.name},
     )
+    if dist_info.is_main:
+        print(f"device {trainer.device}, precision {trainer.precision}"
+              f"{', fused head + loss' if trainer.fused_loss else ''}")
     with _sigterm_as_ctrl_c():
         history = trainer.train()
     if dist_info.is_main and history:

@@ -24,6 +24,7 @@ from llm_from_scratch.model.config import GPTConfig, as_config, preset_config
 from llm_from_scratch.model.fused_attention import FusedMultiHeadAttention
 from llm_from_scratch.model.kv_cache import KVCache
 from llm_from_scratch.model.layers import FeedForward, LayerNorm
+from llm_from_scratch.model.linear_cross_entropy import linear_cross_entropy
 
 
 class TransformerBlock(nn.Module):
@@ -98,12 +99,26 @@ class GPTModel(nn.Module):
                        max_len or cfg.context_length, dtype=weight.dtype, device=weight.device)
 
     def forward(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None,
-                only_last: bool = False) -> torch.Tensor:
+                only_last: bool = False, targets: torch.Tensor | None = None) -> torch.Tensor:
         """in_idx: (b, T) token ids -> logits (b, T, vocab_size), or (b, 1, vocab_size) with only_last.
 
         With a `kv_cache`, `in_idx` holds only the new tokens; their positions continue after
         the cached ones.
+
+        With `targets` (b, T) it returns the training loss instead (a scalar: the mean
+        cross-entropy, ignoring targets of -100), computed by `linear_cross_entropy` without
+        ever building the (b, T, vocab_size) logits; equal to
+        ``F.cross_entropy(self(in_idx).flatten(0, 1), targets.flatten())``.
         """
+        x = self.hidden_states(in_idx, kv_cache)
+        if targets is not None:
+            return linear_cross_entropy(x, self.out_head.weight, targets)
+        if only_last:
+            x = x[:, -1:, :]  # the head is the most expensive matmul: skip positions we don't need
+        return self.out_head(x)  # (b, T, vocab_size)
+
+    def hidden_states(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Everything but the output head: (b, T) token ids -> (b, T, emb_dim) after the final norm."""
         batch_size, seq_len = in_idx.shape
         start = kv_cache.length if kv_cache is not None else 0
         if start + seq_len > self.cfg.context_length:
@@ -119,10 +134,7 @@ class GPTModel(nn.Module):
             x = block(x, kv_cache, layer_idx)
         if kv_cache is not None:
             kv_cache.advance(seq_len)
-        if only_last:
-            x = x[:, -1:, :]  # the head is the most expensive matmul: skip positions we don't need
-        x = self.final_norm(x)
-        return self.out_head(x)  # (b, T, vocab_size)
+        return self.final_norm(x)
 
 
 class GPT(GPTModel):

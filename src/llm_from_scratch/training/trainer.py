@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import math
 import random
@@ -32,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from llm_from_scratch.training.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from llm_from_scratch.training.cpu_speed import keep_freed_memory, pick_precision
 from llm_from_scratch.training.distributed import DistInfo, EpochBatchSampler, all_reduce_mean, init_distributed
 from llm_from_scratch.training.losses import calc_loss_batch, calc_loss_loader, perplexity
 from llm_from_scratch.training.optim import build_optimizer, build_scheduler
@@ -63,8 +65,12 @@ class TrainerConfig:
     resume_from: str | None = None    # a last.pt to continue from
     # Hardware
     device: str = "auto"              # auto | cpu | cuda | mps
-    precision: str = "fp32"           # fp32 | bf16 | fp16 (fp16 needs CUDA)
+    precision: str = "auto"           # auto | fp32 | bf16 | fp16 (fp16 needs CUDA); see cpu_speed.py
     compile: bool = False
+    # Speed-ups that do not change the math (see model/linear_cross_entropy.py, cpu_speed.py)
+    fused_loss: bool = True           # head + cross-entropy in chunks, no (b, T, vocab) logits kept
+    sparse_embedding_grad: bool = True  # tied embedding: add its gradient rows into the head's
+    tune_malloc: bool = True          # CPU/glibc: reuse freed big blocks (no page faults per step)
     seed: int = 123
     progress: bool = True
 
@@ -117,15 +123,18 @@ class GPTTrainer:
                  config: TrainerConfig | None = None, tokenizer=None, extra_checkpoint_info: dict | None = None,
                  **overrides: Any):
         self.config = cfg = TrainerConfig(**{**(asdict(config) if config else {}), **overrides})
-        if cfg.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {cfg.precision!r}")
+        if cfg.precision not in PRECISIONS and cfg.precision != "auto":
+            raise ValueError(f"precision must be auto or one of {list(PRECISIONS)}, got {cfg.precision!r}")
         if len(train_loader) == 0:
             raise ValueError("The training data loader is empty: the text is shorter than one batch of windows. "
                              "Use more text, a smaller batch size or a shorter context.")
         if cfg.grad_accum_steps < 1:
             raise ValueError("grad_accum_steps must be >= 1")
         self.device = auto_device(cfg.device)
-        if cfg.precision == "fp16" and self.device.type != "cuda":
+        self.precision = pick_precision(cfg.precision, self.device)
+        if self.device.type == "cpu" and cfg.tune_malloc:
+            keep_freed_memory()
+        if self.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 (CPU and GPU) or fp32.")
         self.dist: DistInfo = init_distributed(self.device.type)
         if self.dist.is_distributed and self.device.type == "cuda":
@@ -142,7 +151,7 @@ class GPTTrainer:
         self.eval_interval = cfg.eval_interval or max(1, self.total_steps // 10)
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas)
         self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps, cfg.min_lr_ratio)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.state = TrainState()
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
         self.ddp_model = None
@@ -153,6 +162,9 @@ class GPTTrainer:
             self.ddp_model = self.forward_model = DistributedDataParallel(self.model, device_ids=device_ids)
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
+        # The fused loss needs a model whose forward takes `targets` (GPTModel does).
+        self.fused_loss = cfg.fused_loss and "targets" in inspect.signature(self.model.forward).parameters
+        self._use_sparse_embedding_grad()
         self._tensorboard = None
         if cfg.resume_from:
             self.resume(cfg.resume_from)
@@ -214,9 +226,28 @@ class GPTTrainer:
             self.state.batch_in_epoch = 0
 
     # ----------------------------------------------------------------------------- loop
+    def _use_sparse_embedding_grad(self) -> None:
+        """A tied token embedding gets a dense gradient from the head anyway: let the embedding
+        lookup add only the rows of the tokens in the batch into it, instead of building a second
+        dense (vocab, emb_dim) gradient that is mostly zeros. Only where that is safe: a tied
+        embedding (the sum stays dense, so AdamW and clipping see a dense gradient), one process
+        (DDP buckets need dense gradients), no torch.compile."""
+        embedding, head = getattr(self.model, "tok_emb", None), getattr(self.model, "out_head", None)
+        tied = (isinstance(embedding, torch.nn.Embedding) and head is not None
+                and getattr(head, "weight", None) is embedding.weight)
+        if (self.config.sparse_embedding_grad and tied and not self.dist.is_distributed
+                and not self.config.compile):
+            embedding.sparse = True
+
     def _autocast(self):
-        enabled = self.config.precision != "fp32"
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.config.precision], enabled=enabled)
+        enabled = self.precision != "fp32"
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision], enabled=enabled)
+
+    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of one micro-batch (through DDP/compile wrappers, if any)."""
+        if self.fused_loss:
+            return self.forward_model(inputs.to(self.device), targets=targets.to(self.device))
+        return calc_loss_batch(inputs, targets, self.forward_model, self.device)
 
     def train(self) -> list[dict[str, float]]:
         cfg, state = self.config, self.state
@@ -265,7 +296,7 @@ class GPTTrainer:
             # all-reducing after every micro-batch would send the same data N times.
             sync = self.ddp_model is None or micro_step == cfg.grad_accum_steps - 1
             with (contextlib.nullcontext() if sync else self.ddp_model.no_sync()), self._autocast():
-                loss = calc_loss_batch(inputs, targets, self.forward_model, self.device)
+                loss = self._loss(inputs, targets)
             self.scaler.scale(loss / cfg.grad_accum_steps).backward()
             loss_sum += loss.item()
         if cfg.grad_clip:
