@@ -43,23 +43,13 @@ class FusedMultiHeadAttention(nn.Module):
         qkv = qkv.view(b, num_tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         queries, keys, values = qkv.unbind(0)  # each (b, heads, T, head_dim)
 
-        past = 0
+        attn_mask, is_causal = None, num_tokens > 1  # plain causal attention over this call's tokens
         if kv_cache is not None:
-            past = kv_cache.length
+            # After a cached prefix (or with left-padded rows) the cache says who sees whom;
+            # one new token after a prefix may look at every cached position: no mask at all.
+            attn_mask = kv_cache.attention_mask(num_tokens)
+            is_causal = attn_mask is None and kv_cache.length == 0 and num_tokens > 1
             keys, values = kv_cache.update(layer_idx, keys, values)  # (b, heads, past + T, head_dim)
-
-        if past == 0:
-            # Plain causal attention over the tokens of this call.
-            attn_mask, is_causal = None, num_tokens > 1
-        elif num_tokens == 1:
-            # One new token may look at every cached position: no mask needed.
-            attn_mask, is_causal = None, False
-        else:
-            # Several new tokens after a cached prefix: new token i sits at position past + i
-            # and may attend to keys 0 .. past + i.
-            query_pos = torch.arange(past, past + num_tokens, device=x.device).unsqueeze(1)
-            key_pos = torch.arange(past + num_tokens, device=x.device).unsqueeze(0)
-            attn_mask, is_causal = key_pos <= query_pos, False
 
         context = F.scaled_dot_product_attention(
             queries, keys, values,

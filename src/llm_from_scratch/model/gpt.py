@@ -127,7 +127,10 @@ class GPTModel(nn.Module):
                 f"({self.cfg.context_length}). Keep only the last {self.cfg.context_length} tokens "
                 "(generate() does this for you) or use a model with a longer context."
             )
-        positions = torch.arange(start, start + seq_len, device=in_idx.device)
+        if kv_cache is None:
+            positions = torch.arange(seq_len, device=in_idx.device)
+        else:
+            positions = kv_cache.positions(seq_len)  # (T,), or (b, T) for left-padded rows
         x = self.tok_emb(in_idx) + self.pos_emb(positions)  # (b, T, emb_dim)
         x = self.drop_emb(x)
         for layer_idx, block in enumerate(self.trf_blocks):
