@@ -165,18 +165,26 @@ def generate_text_simple(model, idx: torch.Tensor, max_new_tokens: int, context_
     return idx
 
 
-def stream_text(model, tokenizer, prompt: str, max_new_tokens: int = 100, **kwargs) -> Iterator[str]:
+def stream_text(model, tokenizer, prompt: str | list[int], max_new_tokens: int = 100,
+                stop_ids=None, **kwargs) -> Iterator[str]:
     """Yield decoded text pieces as tokens arrive (batch of one).
+
+    `prompt` is text or token ids; generation ends at the tokenizer's end-of-text (or `eos_id`)
+    and at any token in `stop_ids` (a chat model's end-of-turn token), which are not yielded.
 
     Byte-level BPE can split one character (say, a Chinese character or an emoji) over several
     tokens; we only yield text once it decodes to complete characters.
     """
     device = next(model.parameters()).device
-    idx = text_to_token_ids(prompt, tokenizer).to(device)
+    idx = text_to_token_ids(prompt, tokenizer).to(device) if isinstance(prompt, str) else \
+        torch.tensor([list(prompt)], dtype=torch.long, device=device)
     eos_id = kwargs.pop("eos_id", getattr(tokenizer, "eot_id", None))
+    stop_ids = set(stop_ids or ())
     generated: list[int] = []
     emitted = ""
     for token in generate_stream(model, idx, max_new_tokens, eos_id=eos_id, **kwargs):
+        if int(token[0, 0]) in stop_ids:
+            break
         generated.append(int(token[0, 0]))
         text = tokenizer.decode(generated)
         if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for more tokens

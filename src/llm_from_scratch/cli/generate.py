@@ -1,6 +1,8 @@
-"""`llmfs generate`: text from a trained checkpoint.
+"""`llmfs generate`: text from a trained checkpoint or a pretrained model.
 
     llmfs generate --checkpoint checkpoints/gpt-micro/best_model.pt --prompt "ROMEO:"
+    llmfs generate --model smollm2-135m-instruct --prompt "The capital of France is" --temperature 0
+    llmfs generate --model gpt2-medium --prompt "Every effort moves you"
     llmfs generate --checkpoint ckpt.pt --prompt "人工智能" --stream --temperature 0.8 --top_k 50
     llmfs generate --checkpoint ckpt.pt --prompt "Once" --num_samples 3 --seed 1
 
@@ -18,9 +20,9 @@ from llm_from_scratch.cli.common import CommandError, add_flag
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="generate text from a checkpoint", description=__doc__,
+    p = subparsers.add_parser("generate", help="generate text from a checkpoint or a pretrained model", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flag(p, "checkpoint", required=True, help="a best_model.pt / last.pt written by llmfs train")
+    add_model_flags(p)
     add_flag(p, "prompt", default="", help="text to continue (default: start from nothing but end-of-text)")
     add_flag(p, "max_new_tokens", type=int, default=100)
     add_flag(p, "temperature", type=float, default=0.8, help="0 = greedy (default %(default)s)")
@@ -37,43 +39,38 @@ def add_parser(subparsers) -> None:
 
 def load_model_from_checkpoint(path: str, device=None, tokenizer_name: str | None = None,
                                model_type: str | None = None):
-    """(model in eval mode, tokenizer, checkpoint dict) from a training checkpoint, checked."""
-    from llm_from_scratch.model import GPTModel
-    from llm_from_scratch.model.config import GPTConfig
-    from llm_from_scratch.tokenizers import get_tokenizer, tokenizer_from_config
-    from llm_from_scratch.training import load_checkpoint
-    from llm_from_scratch.training.checkpoint import clean_state_dict
+    """(model in eval mode, tokenizer, checkpoint dict) from a training checkpoint, checked
+    (see `loading.load_checkpoint_model`)."""
+    from llm_from_scratch.loading import load_checkpoint_model
 
-    ckpt = load_checkpoint(path, map_location="cpu")
-    if "model" not in ckpt or not ckpt.get("model_config"):
-        raise CommandError(f"{path} has no model weights and configuration: is it a checkpoint written by llmfs train?")
-    saved_type = ckpt.get("model_type")
-    if model_type and saved_type and model_type != saved_type:
-        raise CommandError(f"{path} holds a {saved_type} model, not {model_type}: drop --model_type "
-                           "(the checkpoint knows its model).")
-    if ckpt.get("tokenizer"):
-        tokenizer = tokenizer_from_config(ckpt["tokenizer"])
-        if tokenizer_name and tokenizer_name != "char" and \
-                get_tokenizer(tokenizer_name).to_config() != tokenizer.to_config():
-            raise CommandError(f"{path} was trained with the {tokenizer.name!r} tokenizer, not {tokenizer_name!r}: "
-                               "ids would mean different text. Drop --tokenizer to use the checkpoint's.")
-    elif tokenizer_name:
-        tokenizer = get_tokenizer(tokenizer_name)
-    else:
-        raise CommandError(f"{path} does not record its tokenizer: pass --tokenizer (the one it was trained with).")
-    cfg = GPTConfig.from_dict(ckpt["model_config"])
-    if tokenizer.vocab_size > cfg.vocab_size:
-        raise CommandError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model only "
-                           f"{cfg.vocab_size}: they do not belong together.")
-    model = GPTModel(cfg)
     try:
-        model.load_state_dict(clean_state_dict(ckpt["model"]))
-    except RuntimeError as exc:
-        raise CommandError(f"{path}: the weights do not fit the recorded configuration "
-                           f"({str(exc).splitlines()[0]}); the file may be damaged.") from exc
-    if device is not None:
-        model.to(device)
-    return model.eval(), tokenizer, ckpt
+        return load_checkpoint_model(path, device, tokenizer_name, model_type)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def add_model_flags(p) -> None:
+    """--model NAME | --checkpoint PATH (exactly one), shared by every command that uses a model."""
+    add_flag(p, "model", default=None,
+             help="a pretrained model: gpt2, gpt2-medium, gpt2-large, gpt2-xl (or 124M...1558M), "
+                  "smollm2-135m-instruct, or a path to a Hugging Face folder / .gguf file")
+    add_flag(p, "checkpoint", default=None, help="a best_model.pt / last.pt written by llmfs train or finetune")
+
+
+def load_from_args(args, device) -> "LoadedModel":  # noqa: F821
+    """The model that --model / --checkpoint names (with --tokenizer / --model_type checks)."""
+    from llm_from_scratch.loading import load_model
+
+    if (args.model is None) == (args.checkpoint is None):
+        raise CommandError("give --model NAME (a pretrained model) or --checkpoint PATH (one of ours), "
+                           f"{'not both' if args.model else 'one of them'}")
+    if args.checkpoint is not None:
+        model, tokenizer, ckpt = load_model_from_checkpoint(args.checkpoint, device,
+                                                            getattr(args, "tokenizer", None),
+                                                            getattr(args, "model_type", None))
+        from llm_from_scratch.loading import LoadedModel
+        return LoadedModel(model, tokenizer, args.checkpoint, ckpt)
+    return load_model(model=args.model, device=device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples < 1:
         raise CommandError("--num_samples must be at least 1")
     device = auto_device(args.device)
-    model, tokenizer, _ = load_model_from_checkpoint(args.checkpoint, device, args.tokenizer, args.model_type)
+    loaded = load_from_args(args, device)
+    model, tokenizer = loaded.model, loaded.tokenizer
     prompt = args.prompt
     if not prompt:
         if tokenizer.eot_id is None:

@@ -1,0 +1,62 @@
+"""`llmfs export`: our models out, in the formats other tools read.
+
+    llmfs export --checkpoint checkpoints/gpt-micro/best_model.pt --format hf --out exported/gpt-micro
+    llmfs export --checkpoint checkpoints/gpt-micro/best_model.pt --format gguf --dtype f16 --out gpt-micro.gguf
+    llmfs export --checkpoint checkpoints/gpt-micro/best_model.pt --format safetensors --out gpt-micro.safetensors
+
+* hf: a folder that `transformers.AutoModelForCausalLM.from_pretrained` and `AutoTokenizer`
+  load (GPT-2 architecture: config.json, model.safetensors, tokenizer files).
+* gguf: one file for llama.cpp / Ollama (architecture gpt2), matrices in f32, f16 or bf16.
+* safetensors: our checkpoint without the training state, readable without running pickle code;
+  `llmfs generate --checkpoint X.safetensors` loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from llm_from_scratch.cli.common import CommandError, add_flag
+from llm_from_scratch.cli.generate import add_model_flags, load_from_args
+
+FORMATS = ("hf", "gguf", "safetensors")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export a model to Hugging Face, GGUF or safetensors",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_flags(p)
+    add_flag(p, "format", required=True, choices=FORMATS)
+    add_flag(p, "out", required=True, help="output folder (hf) or file (gguf, safetensors)")
+    add_flag(p, "dtype", default="f32", choices=["f32", "f16", "bf16"], help="gguf only: matrix precision")
+    add_flag(p, "overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from llm_from_scratch.export.hf import ExportError
+
+    if args.dtype != "f32" and args.format != "gguf":
+        raise CommandError("--dtype applies to --format gguf only")
+    loaded = load_from_args(args, "cpu")
+    try:
+        if args.format == "hf":
+            from llm_from_scratch.export.hf import export_hf
+            out = export_hf(loaded.model, loaded.tokenizer, args.out, overwrite=args.overwrite)
+            print(f"wrote {out}/ (load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+        elif args.format == "gguf":
+            from llm_from_scratch.export.gguf_export import export_gguf
+            out = export_gguf(loaded.model, loaded.tokenizer, args.out, args.dtype, overwrite=args.overwrite)
+            print(f"wrote {out} ({args.dtype}; llama.cpp: llama-cli -m {out})")
+        else:
+            from pathlib import Path
+
+            from llm_from_scratch.export.safetensors_io import save_model_safetensors
+            if Path(args.out).exists() and not args.overwrite:
+                raise CommandError(f"{args.out} exists: pass --overwrite to replace it")
+            info = {k: v for k, v in loaded.checkpoint.items()
+                    if k in ("model_type", "dataset", "best_val_loss") and v is not None}
+            out = save_model_safetensors(loaded.model, args.out, info, tokenizer=loaded.tokenizer)
+            print(f"wrote {out} (llmfs generate --checkpoint {out})")
+    except (ExportError, TypeError) as exc:
+        raise CommandError(str(exc)) from exc
+    return 0

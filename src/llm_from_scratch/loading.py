@@ -1,0 +1,181 @@
+"""One way to get a ready-to-use model: by name (pretrained) or from one of our checkpoints.
+
+Every command that uses a model (`generate`, `chat`, `serve`, `finetune`, `evaluate`, `export`)
+goes through `load_model`, so they all accept the same things:
+
+* ``model="gpt2"`` (also ``gpt2-medium``/``-large``/``-xl`` and the book's ``124M``... names):
+  OpenAI's GPT-2 (`weights/gpt2.py`); ``model="smollm2-135m-instruct"``: a Llama-family chat
+  model (`weights/llama.py`); or a path to a Hugging Face folder, a GGUF file, or OpenAI's
+  TensorFlow checkpoint folder.
+* ``checkpoint="checkpoints/gpt-micro/best_model.pt"`` (or a ``.safetensors`` written by us):
+  a model we trained or fine-tuned. The checkpoint records the architecture (GPT or Llama) and
+  the tokenizer, so nothing else is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "124M", "355M", "774M", "1558M")
+
+
+def llama_names() -> list[str]:
+    from llm_from_scratch.weights.llama import PRETRAINED_LLAMAS
+
+    return list(PRETRAINED_LLAMAS)
+
+
+def pretrained_names() -> list[str]:
+    """Every name `load_pretrained` understands."""
+    return [*GPT2_NAMES, *llama_names()]
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with what belongs to it."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    name: str                      # "gpt2-medium", "smollm2-135m-instruct", or the checkpoint's path
+    checkpoint: dict[str, Any] = field(default_factory=dict)  # the checkpoint's other entries, if any
+
+    @property
+    def chat_template(self) -> str | None:
+        """The model's chat template (Jinja), if it is a chat model."""
+        return getattr(self.tokenizer, "chat_template", None)
+
+    @property
+    def context_length(self) -> int:
+        return self.model.cfg.context_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu"):
+    """(model in eval mode, tokenizer) for a pretrained model name or a path to pretrained files.
+
+    Names: ``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl`` (the book's ``124M``, ``355M``,
+    ``774M``, ``1558M``), ``smollm2-135m-instruct``. Paths: a Hugging Face model folder
+    (GPT-2 or Llama architecture, from its config.json), a ``.gguf`` file (Llama architecture),
+    or OpenAI's GPT-2 TensorFlow checkpoint folder.
+    """
+    from llm_from_scratch.weights.gpt2 import _as_dtype
+
+    dtype = _as_dtype(dtype)
+    if name in GPT2_NAMES:
+        from llm_from_scratch.weights.gpt2 import load_gpt2
+
+        return load_gpt2(name, dtype=dtype, device=device)
+    if name in llama_names():
+        from llm_from_scratch.weights.llama import load_pretrained_llama
+
+        model, tokenizer, _ = load_pretrained_llama(name, dtype)
+        return model.to(device).eval(), tokenizer
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        from llm_from_scratch.weights.llama import load_llama_gguf
+
+        model, tokenizer = load_llama_gguf(path, dtype)
+        return model.to(device).eval(), tokenizer
+    if path.is_dir() and (path / "config.json").is_file():
+        import json
+
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+        if model_type == "llama":
+            from llm_from_scratch.weights.llama import load_llama_hf
+
+            model, tokenizer = load_llama_hf(path, dtype)
+            return model.to(device).eval(), tokenizer
+        if model_type != "gpt2":
+            raise ValueError(f"{path} holds a {model_type!r} model; we load the 'gpt2' and 'llama' architectures")
+    if path.exists() or path.with_name(path.name + ".index").is_file():
+        from llm_from_scratch.weights.gpt2 import load_gpt2
+
+        return load_gpt2(path, dtype=dtype, device=device)
+    raise ValueError(f"unknown model {name!r}: use one of {', '.join(pretrained_names())}, a Hugging Face "
+                     "model folder, a .gguf file, or --checkpoint for a checkpoint written by llmfs")
+
+
+def model_from_config(model_config: dict[str, Any]) -> torch.nn.Module:
+    """An untrained model of the architecture a checkpoint's ``model_config`` describes."""
+    from llm_from_scratch.model.llama import LlamaConfig, LlamaModel, is_llama_config
+
+    if is_llama_config(model_config):
+        return LlamaModel(LlamaConfig.from_dict(model_config))
+    from llm_from_scratch.model.config import GPTConfig
+    from llm_from_scratch.model.gpt import GPTModel
+
+    return GPTModel(GPTConfig.from_dict(model_config))
+
+
+def load_checkpoint_model(path: str | Path, device: str | torch.device | None = None,
+                          tokenizer_name: str | None = None, model_type: str | None = None):
+    """(model in eval mode, tokenizer, checkpoint dict) from a checkpoint of ours (.pt or .safetensors).
+
+    `tokenizer_name` / `model_type`, when given, must agree with what the checkpoint records.
+    """
+    from llm_from_scratch.tokenizers import get_tokenizer, tokenizer_from_config
+    from llm_from_scratch.training.checkpoint import clean_state_dict, load_checkpoint
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from llm_from_scratch.export.safetensors_io import read_safetensors_checkpoint
+
+        ckpt = read_safetensors_checkpoint(path)
+    else:
+        ckpt = load_checkpoint(path, map_location="cpu")
+    if "model" not in ckpt or not ckpt.get("model_config"):
+        raise ValueError(f"{path} has no model weights and configuration: is it a checkpoint written by llmfs?")
+    saved_type = ckpt.get("model_type")
+    if model_type and saved_type and model_type != saved_type:
+        raise ValueError(f"{path} holds a {saved_type} model, not {model_type}: drop --model_type "
+                         "(the checkpoint knows its model).")
+    if ckpt.get("tokenizer"):
+        tokenizer = tokenizer_from_config(ckpt["tokenizer"])
+        if tokenizer_name and tokenizer_name != "char" and \
+                get_tokenizer(tokenizer_name).to_config() != tokenizer.to_config():
+            raise ValueError(f"{path} was trained with the {tokenizer.name!r} tokenizer, not {tokenizer_name!r}: "
+                             "ids would mean different text. Drop --tokenizer to use the checkpoint's.")
+    elif tokenizer_name:
+        tokenizer = get_tokenizer(tokenizer_name)
+    else:
+        raise ValueError(f"{path} does not record its tokenizer: pass --tokenizer (the one it was trained with).")
+    model = model_from_config(ckpt["model_config"])
+    if tokenizer.vocab_size > model.cfg.vocab_size:
+        raise ValueError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model only "
+                         f"{model.cfg.vocab_size}: they do not belong together.")
+    try:
+        model.load_state_dict(clean_state_dict(ckpt["model"]))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: the weights do not fit the recorded configuration "
+                         f"({str(exc).splitlines()[0]}); the file may be damaged.") from exc
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer, ckpt
+
+
+def load_model(model: str | None = None, checkpoint: str | Path | None = None, *,
+               device: str | torch.device | None = None, dtype: torch.dtype | str = torch.float32,
+               tokenizer_name: str | None = None, model_type: str | None = None) -> LoadedModel:
+    """A `LoadedModel` from a pretrained name/path (`model`) or a checkpoint of ours (`checkpoint`)."""
+    if (model is None) == (checkpoint is None):
+        raise ValueError("give either a pretrained model (--model NAME) or a checkpoint (--checkpoint PATH), "
+                         f"not {'both' if model else 'neither'}. Pretrained names: {', '.join(pretrained_names())}")
+    from llm_from_scratch.training.trainer import auto_device
+
+    device = auto_device(str(device) if device is not None else "auto")
+    if checkpoint is not None:
+        net, tokenizer, ckpt = load_checkpoint_model(checkpoint, device, tokenizer_name, model_type)
+        if dtype not in (torch.float32, "fp32", "float32"):
+            from llm_from_scratch.weights.gpt2 import _as_dtype
+            net = net.to(_as_dtype(dtype))
+        info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "rng")}
+        return LoadedModel(net, tokenizer, str(checkpoint), info)
+    net, tokenizer = load_pretrained(model, dtype=dtype, device=device)
+    return LoadedModel(net, tokenizer, model)
