@@ -26,6 +26,9 @@ _EXPORTS = {
     "text_to_token_ids": "llm_from_scratch.generation",
     "token_ids_to_text": "llm_from_scratch.generation",
     "GPTTrainer": "llm_from_scratch.training.trainer",
+    "load_pretrained": "llm_from_scratch.loading",
+    "load_model": "llm_from_scratch.loading",
+    "load_gpt2": "llm_from_scratch.weights.gpt2",
     "TrainerConfig": "llm_from_scratch.training.trainer",
 }
 

@@ -1,0 +1,25 @@
+"""Pretrained weights from other formats into our models (chapter 5 and beyond).
+
+Submodules are imported only when used, so ``import llm_from_scratch.weights`` stays quick:
+
+* :mod:`.tf_checkpoint` - reading TensorFlow checkpoints without TensorFlow;
+* :mod:`.gpt2` - OpenAI's GPT-2 (all sizes) from Hugging Face or OpenAI's own files.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "load_gpt2": "llm_from_scratch.weights.gpt2",
+    "read_tf_checkpoint": "llm_from_scratch.weights.tf_checkpoint",
+    "open_tf_checkpoint": "llm_from_scratch.weights.tf_checkpoint",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'llm_from_scratch.weights' has no attribute {name!r}")
