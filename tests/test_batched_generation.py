@@ -62,3 +62,15 @@ def test_too_long_a_request_is_a_clear_error(model):
         BatchedDecoding(model, [[1] * 35], max_new_tokens=10)
     with pytest.raises(ValueError, match="at least one token"):
         BatchedDecoding(model, [[1], []], max_new_tokens=1)
+
+
+def test_batched_greedy_equals_one_by_one_for_llama():
+    from llm_from_scratch.model.llama import LlamaConfig, LlamaModel
+
+    torch.manual_seed(4)
+    cfg = LlamaConfig(vocab_size=71, context_length=48, emb_dim=48, n_heads=4, n_kv_heads=2, n_layers=2,
+                      hidden_dim=96, rope_base=10000.0)
+    llama = LlamaModel(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 71, (n,), generator=g).tolist() for n in (2, 9, 5)]
+    assert generate_batch(llama, prompts, max_new_tokens=8) == [one_by_one(llama, p, 8) for p in prompts]

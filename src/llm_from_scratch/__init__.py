@@ -29,6 +29,11 @@ _EXPORTS = {
     "load_pretrained": "llm_from_scratch.loading",
     "load_model": "llm_from_scratch.loading",
     "load_gpt2": "llm_from_scratch.weights.gpt2",
+    "LlamaModel": "llm_from_scratch.model.llama",
+    "LlamaConfig": "llm_from_scratch.model.llama",
+    "export_hf": "llm_from_scratch.export",
+    "export_gguf": "llm_from_scratch.export",
+    "save_model_safetensors": "llm_from_scratch.export",
     "TrainerConfig": "llm_from_scratch.training.trainer",
 }
 

@@ -29,6 +29,7 @@ from llm_from_scratch.tokenizers.base import (
 )
 from llm_from_scratch.tokenizers.bpe import BPETokenizer
 from llm_from_scratch.tokenizers.char import CharTokenizer, SimpleTokenizer, UnknownCharacterError
+from llm_from_scratch.tokenizers.hf_bpe import HFBPETokenizer
 from llm_from_scratch.tokenizers.simple import (
     SimpleTokenizerV1,
     SimpleTokenizerV2,
@@ -40,6 +41,7 @@ from llm_from_scratch.tokenizers.tiktoken_bpe import TiktokenTokenizer, load_enc
 
 __all__ = [
     "BPETokenizer",
+    "HFBPETokenizer",
     "DEFAULT_ALLOWED_SPECIAL",
     "ENDOFTEXT",
     "UNKNOWN",

