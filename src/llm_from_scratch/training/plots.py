@@ -30,3 +30,26 @@ def plot_losses(history: list[dict[str, float]], path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_metrics(history: list[dict[str, float]], keys: list[str], path: str | Path, ylabel: str = "") -> Path:
+    """Other figures recorded at each evaluation (e.g. train/val accuracy) against steps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        points = [(h["step"], h[key]) for h in history if key in h]
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=key.replace("_", " "), marker="o",
+                markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

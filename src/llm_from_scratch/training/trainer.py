@@ -26,7 +26,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -121,7 +121,7 @@ class GPTTrainer:
 
     def __init__(self, model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None,
                  config: TrainerConfig | None = None, tokenizer=None, extra_checkpoint_info: dict | None = None,
-                 **overrides: Any):
+                 metrics: Callable[["GPTTrainer"], dict[str, float]] | None = None, **overrides: Any):
         self.config = cfg = TrainerConfig(**{**(asdict(config) if config else {}), **overrides})
         if cfg.precision not in PRECISIONS and cfg.precision != "auto":
             raise ValueError(f"precision must be auto or one of {list(PRECISIONS)}, got {cfg.precision!r}")
@@ -145,6 +145,9 @@ class GPTTrainer:
         self.train_loader, self.val_loader = self._per_rank_loader(train_loader), val_loader
         self.tokenizer = tokenizer
         self.extra_checkpoint_info = extra_checkpoint_info or {}
+        # More figures for each evaluation (e.g. classification accuracy): called with the
+        # trainer, in eval mode; the values join the log, TensorBoard and a plot of their own.
+        self.metrics = metrics
 
         self.total_steps = self._total_steps()
         self.warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, self.total_steps // 20)
@@ -281,8 +284,11 @@ class GPTTrainer:
             self._tensorboard.close()
             self._tensorboard = None
         if self.out_dir is not None and state.history and self.dist.is_main:
-            from llm_from_scratch.training.plots import plot_losses
+            from llm_from_scratch.training.plots import plot_losses, plot_metrics
             plot_losses(state.history, self.out_dir / "loss.png")
+            accuracy_keys = [key for key in state.history[-1] if key.endswith("accuracy")]
+            if accuracy_keys:
+                plot_metrics(state.history, accuracy_keys, self.out_dir / "accuracy.png", ylabel="accuracy")
         return state.history
 
     def _train_step(self, batches) -> float:
@@ -362,20 +368,40 @@ class GPTTrainer:
         with torch.no_grad(), self._autocast():
             # A fresh unshuffled view of the training data: evaluating must not touch the
             # shuffling order of training.
-            train_loss = self._eval_loss(self.train_loader.dataset, self.batch_size)
+            train_loss = self._eval_loss(self.train_loader.dataset, self.batch_size, self.train_loader.collate_fn)
             val_loss = float("nan")
             if self.val_loader is not None and self.val_loader.batch_size is None:  # a custom loader
-                val_loss = calc_loss_loader(self.val_loader, self.model, self.device, self.config.eval_batches)
+                val_loss = self.loader_loss(self.val_loader)
             elif self.val_loader is not None:
-                val_loss = self._eval_loss(self.val_loader.dataset, self.val_loader.batch_size)
+                val_loss = self._eval_loss(self.val_loader.dataset, self.val_loader.batch_size,
+                                           self.val_loader.collate_fn)
         self.model.train()
         return train_loss, val_loss
 
-    def _eval_loss(self, dataset, batch_size: int) -> float:
+    def _eval_loss(self, dataset, batch_size: int, collate_fn=None) -> float:
         sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=False, drop_last=False,
                                     rank=self.dist.rank, world_size=self.dist.world_size)
-        loader = DataLoader(dataset, batch_sampler=sampler)
-        return all_reduce_mean(calc_loss_loader(loader, self.model, self.device, self.config.eval_batches), self.dist)
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)
+        return all_reduce_mean(self.loader_loss(loader), self.dist)
+
+    def loader_loss(self, loader) -> float:
+        """Mean loss over the first `eval_batches` batches of `loader` (no gradients).
+
+        With the fused loss it asks the model itself (`model(x, targets=y)`), which also covers
+        models whose loss is not next-token cross-entropy over (b, T, vocab) logits, such as a
+        classifier; otherwise it is the book's `calc_loss_loader`.
+        """
+        if not self.fused_loss:
+            return calc_loss_loader(loader, self.model, self.device, self.config.eval_batches)
+        if len(loader) == 0:
+            return float("nan")
+        losses = []
+        with torch.no_grad():
+            for i, (inputs, targets) in enumerate(loader):
+                if i >= self.config.eval_batches:
+                    break
+                losses.append(self.model(inputs.to(self.device), targets=targets.to(self.device)).item())
+        return sum(losses) / len(losses)
 
     def sample(self, prompt: str | None = None) -> str | None:
         prompt = prompt or self.config.sample_prompt
@@ -387,21 +413,34 @@ class GPTTrainer:
                        eos_id=getattr(self.tokenizer, "eot_id", None))
         return token_ids_to_text(out, self.tokenizer)
 
+    def _extra_metrics(self) -> dict[str, float]:
+        if self.metrics is None:
+            return {}
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                return {name: float(value) for name, value in self.metrics(self).items()}
+        finally:
+            self.model.train()
+
     def _evaluate_and_save(self, last_train_loss: float, tokens_per_s: float, progress) -> None:
         state = self.state
         with torch.random.fork_rng(devices=[]):  # evaluating must not change training's randomness
             train_loss, val_loss = self.evaluate()
+            extra = self._extra_metrics()
             sample = self.sample() if self.dist.is_main else None
         record = {"step": state.step, "tokens": state.tokens_seen, "epoch": state.epoch,
                   "train_loss": train_loss, "val_loss": val_loss, "step_loss": last_train_loss,
-                  "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
+                  "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s, **extra}
         state.history.append(record)
         message = (f"step {state.step}/{self.total_steps} | tokens {state.tokens_seen:,} | train loss {train_loss:.3f} "
-                   f"| val loss {val_loss:.3f} (ppl {perplexity(val_loss):.1f}) | {tokens_per_s:,.0f} tok/s")
+                   f"| val loss {val_loss:.3f} (ppl {perplexity(val_loss):.1f}) | {tokens_per_s:,.0f} tok/s"
+                   + "".join(f" | {name} {value:.3f}" for name, value in extra.items()))
         if not self.dist.is_main:
             return
         self._log_scalars({"eval/train_loss": train_loss, "eval/val_loss": val_loss,
-                           "eval/val_perplexity": perplexity(val_loss), "speed/tokens_per_s": tokens_per_s})
+                           "eval/val_perplexity": perplexity(val_loss), "speed/tokens_per_s": tokens_per_s,
+                           **{f"eval/{name}": value for name, value in extra.items()}})
         (progress.write if progress is not None else print)(message + (f"\n  sample: {sample!r}" if sample else ""))
         if self.out_dir is not None:
             with open(self.out_dir.mkdir(parents=True, exist_ok=True) or self.out_dir / "log.jsonl", "a") as f:
