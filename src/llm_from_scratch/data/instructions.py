@@ -1,0 +1,649 @@
+"""Instruction data for supervised fine-tuning (chapter 7): prompt formats, dataset, collate, loading.
+
+An instruction example is a dict with three strings (the "Alpaca" format)::
+
+    {"instruction": "Convert the following word to uppercase.", "input": "apple", "output": "APPLE"}
+
+``input`` may be empty. To fine-tune a language model on such examples, each one is written out
+as a single text in a fixed *prompt format*, for example the Alpaca style::
+
+    Below is an instruction that describes a task. Write a response that appropriately completes the request.
+
+    ### Instruction:
+    Convert the following word to uppercase.
+
+    ### Input:
+    apple
+
+    ### Response:
+    APPLE
+
+and the model is trained on that text with the ordinary next-token loss. Three details make it
+work (see :func:`instruction_collate`):
+
+1. examples differ in length, so a batch is **padded** to its longest example;
+2. padding positions get the target ``-100`` (``ignore_index``), which ``cross_entropy`` skips,
+   so padding adds nothing to the loss;
+3. but the **first** end-of-text token after each example stays a real target: it is how the
+   model learns to *stop* after its answer. Without it, the fine-tuned model rambles on.
+
+Optionally (``mask_prompt=True``) the instruction part is masked out of the loss too, so the
+model is only trained to write responses, not to reproduce prompts.
+
+Split of work in this module:
+
+- prompt styles: :func:`format_input` (the book's Alpaca prompt), :data:`PROMPT_STYLES`
+  (``"alpaca"``, ``"phi3"``), :class:`ChatTemplateStyle` (any chat template), and
+  :func:`format_prompt` / :func:`format_response` / :func:`format_generation_prompt`;
+- data: :func:`load_instruction_data` (JSON/JSONL file, ``"book"``, ``"synthetic"``),
+  :func:`validate_instruction_data`, :func:`split_instruction_data` (85/5/10 like the book);
+- tensors: :class:`InstructionDataset`, :func:`instruction_collate` (= the book's
+  ``custom_collate_fn``), :func:`instruction_dataloader`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+END_OF_TEXT = "<|endoftext|>"
+
+#: The book's instruction set (1,100 entries), canonical address.
+BOOK_INSTRUCTION_DATA_URL = (
+    "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json"
+)
+
+#: Keys every entry must have (``input`` is optional and defaults to "").
+REQUIRED_KEYS = ("instruction", "output")
+
+
+# --------------------------------------------------------------------------------------
+# Prompt styles
+# --------------------------------------------------------------------------------------
+
+
+def format_input(entry: Mapping[str, Any]) -> str:
+    """The book's Alpaca-style prompt: preamble, ``### Instruction:`` and, if non-empty, ``### Input:``.
+
+    The response part (``"\\n\\n### Response:\\n" + output``) is *not* included; see
+    :func:`format_response`.
+    """
+    instruction_text = (
+        "Below is an instruction that describes a task. "
+        "Write a response that appropriately completes the request."
+        f"\n\n### Instruction:\n{entry['instruction']}"
+    )
+    input_text = f"\n\n### Input:\n{entry['input']}" if entry.get("input") else ""
+    return instruction_text + input_text
+
+
+def format_input_phi3(entry: Mapping[str, Any]) -> str:
+    """The Phi-3-like prompt of the book's exercise 7.1: ``<|user|>\\n{instruction}`` [+ ``\\n{input}``]."""
+    input_text = f"\n{entry['input']}" if entry.get("input") else ""
+    return f"<|user|>\n{entry['instruction']}" + input_text
+
+
+class PromptStyle:
+    """How an instruction entry becomes text. Subclasses define the four methods below.
+
+    ``prompt(entry) + response(entry)`` is the training text. ``generation_prompt(entry)`` is
+    what a fine-tuned model is given at test time (the prompt plus the opening of the response,
+    so the model's next tokens are the answer), and ``extract_response`` cleans what it wrote.
+    """
+
+    name: str = "base"
+    #: what ``tokenizer.encode`` may treat as special tokens in this style's text
+    allowed_special: Any = frozenset({END_OF_TEXT})
+
+    def prompt(self, entry: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def response(self, entry: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def generation_prompt(self, entry: Mapping[str, Any]) -> str:
+        raise NotImplementedError
+
+    def extract_response(self, continuation: str) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class TemplateStyle(PromptStyle):
+    """A style made of a prompt function and a fixed response header.
+
+    ``response(entry) = response_header + entry["output"]``. ``stop_markers`` are strings at which
+    a generated answer is cut by :meth:`extract_response` (the end-of-text marker, the start of a
+    new turn), for models that keep writing past their answer.
+    """
+
+    def __init__(self, name: str, prompt_fn: Callable[[Mapping[str, Any]], str], response_header: str,
+                 stop_markers: Sequence[str] = (END_OF_TEXT,)):
+        self.name = name
+        self.prompt_fn = prompt_fn
+        self.response_header = response_header
+        self.stop_markers = tuple(stop_markers)
+
+    def prompt(self, entry: Mapping[str, Any]) -> str:
+        return self.prompt_fn(entry)
+
+    def response(self, entry: Mapping[str, Any]) -> str:
+        return self.response_header + str(entry["output"])
+
+    def generation_prompt(self, entry: Mapping[str, Any]) -> str:
+        return self.prompt(entry) + self.response_header
+
+    def extract_response(self, continuation: str) -> str:
+        """The answer in ``continuation`` (the text generated after the prompt).
+
+        Works for both ways of prompting: after :meth:`generation_prompt` (the continuation is the
+        answer) and after :meth:`prompt` only, as in the book (the continuation starts with the
+        response header, which is removed). Cut at the first stop marker, whitespace stripped.
+        """
+        text = continuation.lstrip()
+        header = self.response_header.strip()
+        if header and text.startswith(header):
+            text = text[len(header):]
+        for marker in self.stop_markers:
+            text = text.split(marker, 1)[0]
+        return text.strip()
+
+
+#: The book's Alpaca style (chapter 7).
+ALPACA = TemplateStyle("alpaca", format_input, "\n\n### Response:\n", stop_markers=(END_OF_TEXT, "\n\n### "))
+
+#: The book's exercise 7.1 Phi-3-like style, exactly as its solution writes it (note the colon after
+#: ``<|assistant|>``). Phi-3 models themselves use ``<|end|>`` turn endings: for those, use a
+#: :class:`ChatTemplateStyle` with the model's own chat template.
+PHI3 = TemplateStyle("phi3", format_input_phi3, "\n<|assistant|>:\n",
+                     stop_markers=(END_OF_TEXT, "<|user|>", "<|end|>"))
+
+PROMPT_STYLES: dict[str, PromptStyle] = {"alpaca": ALPACA, "phi3": PHI3}
+
+#: Markers that end an assistant turn in common chat templates (ChatML, Llama 3, Phi-3, Gemma).
+CHAT_END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", END_OF_TEXT)
+
+ChatRenderer = Callable[..., str]
+
+
+class ChatTemplateStyle(PromptStyle):
+    """Format entries with a chat model's template, given as a callable.
+
+    ``render(messages, add_generation_prompt)`` must return the template's text for a list of
+    ``{"role", "content"}`` messages, e.g. with this project's chat_template module::
+
+        from functools import partial
+        from llm_from_scratch.chat_template import apply_chat_template
+        style = ChatTemplateStyle(lambda messages, add_generation_prompt:
+                                  apply_chat_template(None, messages, add_generation_prompt=add_generation_prompt))
+
+    The user message is the instruction, plus ``input_separator`` and the input when there is one.
+    The split into prompt and response is read off the template itself:
+
+    - prompt = the rendered conversation with only the user turn (and ``system``, if given);
+    - response = the rest of the rendered conversation with the assistant turn added (it starts
+      with the template's assistant header and ends with its end-of-turn marker);
+    - generation prompt = the user turn rendered with ``add_generation_prompt=True``.
+
+    The template's control tokens (``<|im_start|>`` ...) must become special token ids, so this
+    style encodes with ``allowed_special="all"``.
+    """
+
+    allowed_special = "all"
+
+    def __init__(self, render: ChatRenderer, *, system: str | None = None, input_separator: str = "\n\n",
+                 name: str = "chat", stop_markers: Sequence[str] = CHAT_END_MARKERS):
+        if not callable(render):
+            raise TypeError("ChatTemplateStyle needs a callable render(messages, add_generation_prompt) -> str, "
+                            f"got {type(render).__name__}")
+        self.render = render
+        self.system = system
+        self.input_separator = input_separator
+        self.name = name
+        self.stop_markers = tuple(stop_markers)
+
+    def messages(self, entry: Mapping[str, Any], with_answer: bool = False) -> list[dict[str, str]]:
+        user = str(entry["instruction"])
+        if entry.get("input"):
+            user += self.input_separator + str(entry["input"])
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        messages.append({"role": "user", "content": user})
+        if with_answer:
+            messages.append({"role": "assistant", "content": str(entry["output"])})
+        return messages
+
+    def _render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        text = self.render(messages, add_generation_prompt)
+        if not isinstance(text, str):
+            raise TypeError(f"the chat template callable returned {type(text).__name__}, not str")
+        return text
+
+    def prompt(self, entry: Mapping[str, Any]) -> str:
+        return self._render(self.messages(entry), False)
+
+    def response(self, entry: Mapping[str, Any]) -> str:
+        prompt = self.prompt(entry)
+        full = self._render(self.messages(entry, with_answer=True), False)
+        if not full.startswith(prompt):
+            raise ValueError(
+                "this chat template renders the user turn differently once an assistant turn follows, so "
+                "the prompt is not a prefix of the full conversation and the response cannot be split off. "
+                f"Prompt: {prompt[:200]!r} ... full: {full[:200]!r}")
+        return full[len(prompt):]
+
+    def generation_prompt(self, entry: Mapping[str, Any]) -> str:
+        return self._render(self.messages(entry), True)
+
+    def extract_response(self, continuation: str) -> str:
+        text = continuation
+        for marker in self.stop_markers:
+            text = text.split(marker, 1)[0]
+        return text.strip()
+
+
+StyleLike = str | PromptStyle | ChatRenderer
+
+
+def get_prompt_style(style: StyleLike) -> PromptStyle:
+    """A PromptStyle from a name in :data:`PROMPT_STYLES`, a PromptStyle, or a chat-template callable."""
+    if isinstance(style, PromptStyle):
+        return style
+    if isinstance(style, str):
+        try:
+            return PROMPT_STYLES[style.lower()]
+        except KeyError:
+            raise ValueError(
+                f"unknown prompt style {style!r}; known styles: {', '.join(PROMPT_STYLES)}, or pass a chat "
+                "template callable render(messages, add_generation_prompt) -> str") from None
+    if callable(style):
+        return ChatTemplateStyle(style)
+    raise TypeError(f"style must be a name ({', '.join(PROMPT_STYLES)}), a PromptStyle or a callable, "
+                    f"not {type(style).__name__}")
+
+
+def format_prompt(entry: Mapping[str, Any], style: StyleLike = "alpaca") -> str:
+    """The prompt part of ``entry`` (instruction and input) in ``style``."""
+    return get_prompt_style(style).prompt(entry)
+
+
+def format_response(entry: Mapping[str, Any], style: StyleLike = "alpaca") -> str:
+    """The response part (response header + output) of ``entry`` in ``style``."""
+    return get_prompt_style(style).response(entry)
+
+
+def format_generation_prompt(entry: Mapping[str, Any], style: StyleLike = "alpaca") -> str:
+    """What to feed a fine-tuned model at test time: the prompt plus the opening of the response."""
+    return get_prompt_style(style).generation_prompt(entry)
+
+
+def extract_response(continuation: str, style: StyleLike = "alpaca") -> str:
+    """The answer in text a model generated after a prompt of ``style`` (header and stop markers removed)."""
+    return get_prompt_style(style).extract_response(continuation)
+
+
+# --------------------------------------------------------------------------------------
+# Loading, validating and splitting
+# --------------------------------------------------------------------------------------
+
+
+def validate_instruction_data(entries: Any, source: str = "the instruction data") -> list[dict[str, Any]]:
+    """Check ``entries`` is a list of {instruction, input, output} dicts; return normalized copies.
+
+    ``instruction`` and ``output`` are required strings; ``input`` may be missing or None (-> "").
+    Other keys (say ``"task"`` or ``"model_response"``) are kept. The error names the entry
+    index and what is wrong, because "KeyError: 'output'" on entry 731 of 52,000 helps nobody.
+    """
+    if isinstance(entries, Mapping) or isinstance(entries, (str, bytes)) or not isinstance(entries, Iterable):
+        raise ValueError(f"{source} must be a list of {{'instruction', 'input', 'output'}} objects, "
+                         f"got {type(entries).__name__}")
+    checked = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{source}: entry {index} must be an object with 'instruction', 'input' and "
+                             f"'output', got {type(entry).__name__}: {entry!r:.100}")
+        for key in REQUIRED_KEYS:
+            if key not in entry:
+                raise ValueError(f"{source}: entry {index} has no {key!r} key (it has {sorted(entry)}); every "
+                                 "entry needs 'instruction' and 'output' ('input' may be empty)")
+        entry = dict(entry)
+        if entry.get("input") is None:
+            entry["input"] = ""
+        for key in ("instruction", "input", "output"):
+            if not isinstance(entry[key], str):
+                raise ValueError(f"{source}: entry {index}: {key!r} must be a string, got "
+                                 f"{type(entry[key]).__name__} {entry[key]!r:.60}")
+        if not entry["instruction"].strip():
+            raise ValueError(f"{source}: entry {index} has an empty 'instruction'")
+        checked.append(entry)
+    if not checked:
+        raise ValueError(f"{source} holds no entries")
+    return checked
+
+
+def read_instruction_file(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSON list (``.json``) or one JSON object per line (``.jsonl``/``.ndjson``), validated."""
+    path = Path(path).expanduser()
+    text = path.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from Windows editors
+    if path.suffix.lower() in {".jsonl", ".ndjson"}:
+        entries = _parse_jsonl(text, path)
+    else:
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as error:
+            if error.msg == "Extra data":  # several JSON values: JSON Lines with a .json name
+                entries = _parse_jsonl(text, path)
+            else:
+                raise ValueError(f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: "
+                                 f"{error.msg})") from None
+    return validate_instruction_data(entries, source=str(path))
+
+
+def _parse_jsonl(text: str, path: Path) -> list[Any]:
+    entries = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {line_number} is not valid JSON ({error.msg})") from None
+    return entries
+
+
+def book_instruction_data_path() -> Path:
+    """Where the book's instruction-data.json is cached (download it with ``load_instruction_data("book")``)."""
+    from llm_from_scratch.assets import cache_dir
+
+    return cache_dir("datasets", "instruction") / "instruction-data.json"
+
+
+def _download_book_data() -> list[dict[str, Any]]:
+    from llm_from_scratch.assets import download
+
+    path = book_instruction_data_path()
+    download(BOOK_INSTRUCTION_DATA_URL, path, desc="instruction-data.json")
+    try:
+        return read_instruction_file(path)
+    except ValueError:
+        path.unlink(missing_ok=True)  # a broken download (an HTML error page...) must not stick
+        raise
+
+
+def load_instruction_data(path_or_name: str | Path) -> list[dict[str, Any]]:
+    """Instruction entries from a file or a name.
+
+    - ``"book"``: the book's 1,100-entry ``instruction-data.json``, downloaded once from GitHub
+      into the project cache. No offline copy exists (no package carries it), so without the web
+      you get an error that says what to do instead.
+    - ``"synthetic"``: the project's own set with exact answers (``make_instruction_set()``:
+      1,100 entries, seed 123), made on the spot.
+    - a path to a ``.json`` list or a ``.jsonl`` file of ``{instruction, input, output}`` objects.
+    """
+    if isinstance(path_or_name, str) and path_or_name in {"book", "synthetic"}:
+        if path_or_name == "synthetic":
+            from llm_from_scratch.data.synthetic_instructions import make_instruction_set
+
+            return make_instruction_set()
+        from llm_from_scratch.assets import Source, load_from_sources
+
+        cached = book_instruction_data_path()
+        if cached.exists():
+            try:
+                return read_instruction_file(cached)
+            except ValueError:
+                cached.unlink(missing_ok=True)
+        return load_from_sources(
+            "the book's instruction data (instruction-data.json)",
+            [Source(f"canonical source: {BOOK_INSTRUCTION_DATA_URL}", _download_book_data, online_only=True)],
+            how_to_fix=[
+                f"download {BOOK_INSTRUCTION_DATA_URL} in a browser and pass its path "
+                "(`--data path/to/instruction-data.json`, or load_instruction_data('path/to/file.json'))",
+                f"or put the file at {cached}",
+                "or use the project's own instruction set, which needs no download: `--data synthetic` "
+                "(make_instruction_set() in llm_from_scratch.data.synthetic_instructions)",
+            ],
+        )
+    path = Path(path_or_name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no instruction data file at {path}. Give a .json list or .jsonl file of "
+            "{'instruction', 'input', 'output'} objects, 'book' (the book's data, downloaded) or "
+            "'synthetic' (the project's own set)")
+    return read_instruction_file(path)
+
+
+class InstructionSplits(NamedTuple):
+    train: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+
+
+def split_instruction_data(entries: Sequence[Mapping[str, Any]], train: float = 0.85, test: float = 0.10,
+                           seed: int | None = None) -> InstructionSplits:
+    """Split like the book: the first 85% trains, the next 10% tests, the rest (~5%) validates.
+
+    Sizes are ``int(n * train)`` and ``int(n * test)``; 1,100 entries give 935 / 55 / 110
+    (train / validation / test). The book does **not** shuffle (its file is already in random
+    order), and neither do we by default; pass ``seed`` to shuffle a copy first. Returns
+    ``(train, validation, test)`` as a named tuple.
+    """
+    if not 0 < train <= 1 or not 0 <= test < 1 or train + test > 1:
+        raise ValueError(f"need 0 < train <= 1, 0 <= test < 1 and train + test <= 1; got train={train}, test={test}")
+    entries = list(entries)
+    if seed is not None:
+        random.Random(seed).shuffle(entries)
+    train_portion = int(len(entries) * train)
+    test_portion = int(len(entries) * test)
+    return InstructionSplits(
+        train=entries[:train_portion],
+        validation=entries[train_portion + test_portion:],
+        test=entries[train_portion:train_portion + test_portion],
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------
+
+
+def _encode(tokenizer: Any, text: str, allowed_special: Any) -> list[int]:
+    try:
+        ids = tokenizer.encode(text, allowed_special=allowed_special)
+    except TypeError:  # a tokenizer whose encode() takes only the text
+        ids = tokenizer.encode(text)
+    return [int(i) for i in ids]
+
+
+def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class InstructionDataset(Dataset):
+    """Entries tokenized once, in a prompt style, with each prompt's length remembered.
+
+    Item ``i`` is a dict ``{"input_ids": list[int], "prompt_length": int, "mask_prompt": bool}``:
+    the token ids of ``prompt + response`` (no end-of-text yet: :func:`instruction_collate`
+    appends it, as in the book), how many leading tokens are the prompt, and whether this dataset
+    asks for the prompt to be masked out of the loss. ``encoded_texts`` (the book's name) and
+    ``prompt_lengths`` hold the same as lists.
+
+    The full text is tokenized in one piece, exactly as the book does. The prompt length is the
+    number of leading tokens shared with the prompt tokenized alone; the two only differ if a
+    merge crosses the prompt/response boundary, and then the shared part (slightly less) is what
+    gets masked, never a response token.
+    """
+
+    def __init__(self, data: Sequence[Mapping[str, Any]], tokenizer: Any, style: StyleLike = "alpaca",
+                 mask_prompt: bool = False, allowed_special: Any = None):
+        self.data = validate_instruction_data(data)
+        self.style = get_prompt_style(style)
+        self.mask_prompt = bool(mask_prompt)
+        allowed = self.style.allowed_special if allowed_special is None else allowed_special
+        self.encoded_texts: list[list[int]] = []
+        self.prompt_lengths: list[int] = []
+        for entry in self.data:
+            prompt = self.style.prompt(entry)
+            full_ids = _encode(tokenizer, prompt + self.style.response(entry), allowed)
+            prompt_ids = _encode(tokenizer, prompt, allowed)
+            self.encoded_texts.append(full_ids)
+            self.prompt_lengths.append(_common_prefix_length(prompt_ids, full_ids))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"input_ids": self.encoded_texts[index], "prompt_length": self.prompt_lengths[index],
+                "mask_prompt": self.mask_prompt}
+
+    def max_length(self) -> int:
+        """Tokens in the longest example (+1 for the end-of-text token the collate appends)."""
+        return max(len(ids) for ids in self.encoded_texts) + 1
+
+
+# --------------------------------------------------------------------------------------
+# Collate: pad, shift, mask
+# --------------------------------------------------------------------------------------
+
+
+def _unpack_item(item: Any, position: int) -> tuple[list[int], int | None, bool]:
+    """(token ids, prompt length or None, masking asked for by the item) from one batch item.
+
+    Accepted: our dataset's dicts; the book's exercise 7.2 tuples ``(instruction_length, ids)``
+    (which always mask); plain lists/tuples/tensors of ids (the book's main chapter).
+    """
+    if isinstance(item, Mapping):
+        if "input_ids" not in item:
+            raise ValueError(f"batch item {position} is a dict without 'input_ids' (keys: {sorted(item)})")
+        ids, prompt_length, mask = item["input_ids"], item.get("prompt_length"), bool(item.get("mask_prompt", False))
+    elif (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int)
+          and not isinstance(item[1], int)):
+        (prompt_length, ids), mask = item, True
+    else:
+        ids, prompt_length, mask = item, None, False
+    if isinstance(ids, torch.Tensor):
+        ids = ids.tolist()
+    try:
+        ids = [int(i) for i in ids]
+    except (TypeError, ValueError):
+        raise TypeError(f"batch item {position} must be a sequence of token ids, got {type(item).__name__}") from None
+    if not ids:
+        raise ValueError(f"batch item {position} has no tokens")
+    return ids, prompt_length, mask
+
+
+def instruction_collate(batch: Sequence[Any], pad_token_id: int = 50256, ignore_index: int = -100,
+                        allowed_max_length: int | None = None, mask_prompt: bool | None = None,
+                        device: str | torch.device = "cpu",
+                        eos_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a list of tokenized examples into ``(inputs, targets)``, both ``(batch, width)`` int64.
+
+    For each example of ``n`` tokens (the book's algorithm, per row):
+
+    1. append one end-of-text token (``eos_token_id``, by default ``pad_token_id``: the book uses
+       ``<|endoftext|>`` = 50256 for both) -> ``n + 1`` tokens;
+    2. pad with ``pad_token_id`` to ``longest + 1`` tokens, then take ``inputs = seq[:-1]`` and
+       ``targets = seq[1:]`` (shift by one). So ``width`` = the longest example's ``n``;
+    3. targets at padding positions become ``ignore_index``, **except the first end-of-text
+       target** (position ``n - 1``), which teaches the model to stop;
+    4. if masking the prompt (``mask_prompt=True``, or ``None`` and the dataset asked for it), the
+       targets ``[:prompt_length - 1]`` become ``ignore_index`` too. Why ``- 1``: ``targets[j]`` is
+       token ``j + 1``, the token predicted *from* position ``j``. Prompt tokens are
+       ``0 .. prompt_length - 1``; the ones that are predicted are ``1 .. prompt_length - 1``, i.e.
+       ``targets[0 .. prompt_length - 2]``. ``targets[prompt_length - 1]`` is the first response
+       token, predicted from the last prompt token: that one must stay;
+    5. cut inputs and targets to ``allowed_max_length`` columns if given;
+    6. stack and move to ``device``.
+
+    Padding targets are found by *position* (everything after the appended end-of-text), not by
+    value as in the book, so an end-of-text token inside an example stays a normal target. For
+    ordinary data the result is identical to the book's ``custom_collate_fn``.
+
+    Items may be dicts from :class:`InstructionDataset`, the book's exercise tuples
+    ``(prompt_length, ids)``, or plain sequences of ids. Use ``functools.partial`` to fix the
+    keyword arguments for a DataLoader.
+    """
+    if len(batch) == 0:
+        raise ValueError("cannot collate an empty batch")
+    if allowed_max_length is not None and (not isinstance(allowed_max_length, int) or allowed_max_length < 1):
+        raise ValueError(f"allowed_max_length must be a positive int or None, got {allowed_max_length!r}")
+    eos = pad_token_id if eos_token_id is None else eos_token_id
+
+    items = [_unpack_item(item, position) for position, item in enumerate(batch)]
+    width = max(len(ids) for ids, _, _ in items)  # = book's batch_max_length - 1
+    inputs = torch.full((len(items), width), pad_token_id, dtype=torch.long)      # (batch, width)
+    targets = torch.full((len(items), width), ignore_index, dtype=torch.long)     # (batch, width)
+    for row, (ids, prompt_length, item_mask) in enumerate(items):
+        n = len(ids)
+        sequence = torch.tensor(ids + [eos], dtype=torch.long)  # (n + 1,)
+        inputs[row, :n] = sequence[:n]
+        if n < width:
+            inputs[row, n] = eos  # the appended end-of-text is an input too when there is room
+        targets[row, :n] = sequence[1:]  # ids[1:] then the first end-of-text; the rest stays ignored
+        masked = item_mask if mask_prompt is None else mask_prompt
+        if masked:
+            if prompt_length is None:
+                raise ValueError(
+                    f"mask_prompt is on but batch item {row} carries no prompt length; build the data with "
+                    "InstructionDataset (items are dicts with 'prompt_length') or pass (prompt_length, ids) tuples")
+            targets[row, :max(int(prompt_length) - 1, 0)] = ignore_index
+
+    if allowed_max_length is not None:
+        inputs = inputs[:, :allowed_max_length]
+        targets = targets[:, :allowed_max_length]
+    if bool((targets == ignore_index).all()):
+        warnings.warn(
+            "every target in this batch is ignore_index (prompts longer than allowed_max_length?), so the loss "
+            "of this batch is NaN; raise allowed_max_length or drop the longest examples", RuntimeWarning,
+            stacklevel=2)
+    return inputs.to(device), targets.to(device)
+
+
+#: The book's name for the same function.
+custom_collate_fn = instruction_collate
+
+
+def instruction_dataloader(data: Sequence[Mapping[str, Any]] | InstructionDataset, tokenizer: Any = None, *,
+                           batch_size: int = 8, style: StyleLike = "alpaca", mask_prompt: bool = False,
+                           allowed_max_length: int | None = None, pad_token_id: int | None = None,
+                           shuffle: bool = False, drop_last: bool = False, num_workers: int = 0,
+                           device: str | torch.device = "cpu", generator: torch.Generator | None = None) -> DataLoader:
+    """A DataLoader of ``(inputs, targets)`` batches, wired like the book's chapter 7.
+
+    ``pad_token_id`` defaults to the tokenizer's end-of-text id (50256 for GPT-2). The book uses
+    ``shuffle=True, drop_last=True`` for training and neither for validation/test.
+    """
+    dataset = data if isinstance(data, InstructionDataset) else InstructionDataset(
+        data, tokenizer, style=style, mask_prompt=mask_prompt)
+    if pad_token_id is None:
+        pad_token_id = getattr(tokenizer, "eot_id", None)
+        if pad_token_id is None:
+            raise ValueError("the tokenizer has no end-of-text id; pass pad_token_id explicitly")
+    from functools import partial
+
+    collate = partial(instruction_collate, pad_token_id=pad_token_id, allowed_max_length=allowed_max_length,
+                      device=device)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      num_workers=num_workers, collate_fn=collate, generator=generator)
+
+
+__all__ = [
+    "ALPACA", "PHI3", "PROMPT_STYLES", "BOOK_INSTRUCTION_DATA_URL", "CHAT_END_MARKERS",
+    "PromptStyle", "TemplateStyle", "ChatTemplateStyle", "get_prompt_style",
+    "format_input", "format_input_phi3", "format_prompt", "format_response", "format_generation_prompt",
+    "extract_response", "validate_instruction_data", "read_instruction_file", "load_instruction_data",
+    "book_instruction_data_path", "split_instruction_data", "InstructionSplits", "InstructionDataset",
+    "instruction_collate", "custom_collate_fn", "instruction_dataloader",
+]
