@@ -85,18 +85,19 @@ class BatchedDecoding:
 
 def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 0.0,
                    top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-                   generator: torch.Generator | None = None) -> list[list[int]]:
+                   generator: torch.Generator | None = None, stop_ids=()) -> list[list[int]]:
     """New tokens for each prompt (without the prompt), decoded together in one batch.
 
-    A request stops at `eos_id` (not included) or after `max_new_tokens`.
+    A request stops at `eos_id` or any of `stop_ids` (not included), or after `max_new_tokens`.
     """
+    stops = set(stop_ids) | ({eos_id} if eos_id is not None else set())
     decoding = BatchedDecoding(model, prompts, max_new_tokens)
     outputs: list[list[int]] = [[] for _ in prompts]
     while decoding.requests:
         tokens = sample_next_token(decoding.logits, temperature, top_k, top_p, generator)[:, 0].tolist()
         still_going = []
         for request, token in zip(decoding.requests, tokens):
-            if token == eos_id:
+            if token in stops:
                 continue
             outputs[request].append(token)
             if len(outputs[request]) < max_new_tokens:

@@ -146,7 +146,13 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device | None = 
         tokenizer = get_tokenizer(tokenizer_name)
     else:
         raise ValueError(f"{path} does not record its tokenizer: pass --tokenizer (the one it was trained with).")
+    if (ckpt.get("task") or {}).get("type") == "classification":
+        raise ValueError(f"{path} is a classifier (llmfs finetune classify): use llmfs classify, or "
+                         "finetune.classifier.load_classifier in Python")
     model = model_from_config(ckpt["model_config"])
+    if ckpt.get("lora"):  # trained with LoRA adapters: rebuild them, load, then fold them in
+        from llm_from_scratch.finetune.lora import apply_lora
+        apply_lora(model, ckpt["lora"]["rank"], ckpt["lora"]["alpha"])
     if tokenizer.vocab_size > model.cfg.vocab_size:
         raise ValueError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model only "
                          f"{model.cfg.vocab_size}: they do not belong together.")
@@ -155,6 +161,9 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device | None = 
     except RuntimeError as exc:
         raise ValueError(f"{path}: the weights do not fit the recorded configuration "
                          f"({str(exc).splitlines()[0]}); the file may be damaged.") from exc
+    if ckpt.get("lora"):
+        from llm_from_scratch.finetune.lora import merge_lora
+        merge_lora(model)
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer, ckpt

@@ -189,9 +189,11 @@ class GPTTrainer:
 
     @functools.cached_property
     def tokens_per_step(self) -> int:
-        """Tokens in one optimizer step, over all ranks."""
-        window = self.train_loader.dataset[0][0].numel()
-        return self.batch_size * window * self.config.grad_accum_steps * self.dist.world_size
+        """Tokens in one optimizer step, over all ranks (of the first batch: batches of texts
+        padded per batch vary; `TrainState.tokens_seen` counts the real ones)."""
+        dataset = self.train_loader.dataset
+        first = self.train_loader.collate_fn([dataset[i] for i in range(min(self.batch_size or 1, len(dataset)))])
+        return first[0].numel() * self.config.grad_accum_steps * self.dist.world_size
 
     def _total_steps(self) -> int:
         cfg = self.config
@@ -259,7 +261,7 @@ class GPTTrainer:
         progress = self._progress_bar()
         if state.step >= self.total_steps:
             print(f"Nothing to do: already at step {state.step} of {self.total_steps}.")
-        start_time, start_step = time.perf_counter(), state.step
+        start_time, start_tokens = time.perf_counter(), state.tokens_seen
         while state.step < self.total_steps:
             # Where this step starts, so that Ctrl-C can save a checkpoint a resumed run continues
             # from exactly (the micro-batches of an unfinished step are simply done again).
@@ -270,7 +272,7 @@ class GPTTrainer:
                 self._save_on_interrupt(step_start, progress)
                 raise
             elapsed = time.perf_counter() - start_time
-            tokens_per_s = (state.step - start_step) * self.tokens_per_step / max(elapsed, 1e-9)
+            tokens_per_s = (state.tokens_seen - start_tokens) / max(elapsed, 1e-9)
             self._log_scalars({"train/step_loss": train_loss, "train/lr": self.scheduler.get_last_lr()[0]})
             if progress is not None:
                 progress.update(1)
@@ -295,9 +297,10 @@ class GPTTrainer:
         """One optimizer step over `grad_accum_steps` micro-batches; returns the mean loss."""
         cfg, state = self.config, self.state
         self._updating = False
-        loss_sum = 0.0
+        loss_sum, tokens = 0.0, 0
         for micro_step in range(cfg.grad_accum_steps):
             inputs, targets = next(batches)
+            tokens += inputs.numel()
             # Under DDP, gradients are averaged across ranks only after the last micro-batch:
             # all-reducing after every micro-batch would send the same data N times.
             sync = self.ddp_model is None or micro_step == cfg.grad_accum_steps - 1
@@ -314,7 +317,7 @@ class GPTTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         state.step += 1
-        state.tokens_seen += self.tokens_per_step
+        state.tokens_seen += tokens * self.dist.world_size
 
         train_loss = all_reduce_mean(loss_sum / cfg.grad_accum_steps, self.dist)
         if not math.isfinite(train_loss):
