@@ -1,0 +1,108 @@
+"""`llmfs finetune instruct|classify` and `llmfs classify` end to end on tiny models."""
+
+import csv
+import json
+import sys
+
+import pytest
+import torch
+
+from llm_from_scratch.cli.classify import trim_padding
+from llm_from_scratch.cli.main import main
+from llm_from_scratch.finetune.classifier import SequenceClassifier
+from llm_from_scratch.model import GPTConfig, GPTModel
+from llm_from_scratch.tokenizers import get_tokenizer
+from llm_from_scratch.training.checkpoint import save_checkpoint
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def base_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2, n_layers=2,
+                               drop_rate=0.0))
+    path = tmp_path / "base.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.cfg.to_dict(),
+                           "tokenizer": get_tokenizer("gpt2").to_config()})
+    return path
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_finetune_instruct_trains_scores_and_leaves_a_usable_model(base_checkpoint, tmp_path, capsys, lora):
+    out = tmp_path / "instruct"
+    code, stdout, err = run_cli(capsys, "finetune", "instruct", "--checkpoint", base_checkpoint, "--data",
+                                "synthetic", "--num_examples", 60, "--max_steps", 3, "--max_new_tokens", 3,
+                                "--out_dir", out, "--no-progress", "--mask_prompt", *(["--lora"] if lora else []))
+    assert code == 0, err
+    scores = json.loads((out / "scores.json").read_text())
+    assert 0.0 <= scores["before"]["exact_match"] <= 1.0 and "after" in scores
+    responses = json.loads((out / "test-responses.json").read_text())
+    assert len(responses) == 6 and all("model_response" in r and "output" in r for r in responses)
+    assert "exact match" in stdout
+    code, stdout, err = run_cli(capsys, "generate", "--checkpoint", out / "final_model.pt", "--prompt", "Hi",
+                                "--max_new_tokens", 3)
+    assert code == 0, err
+    if lora:
+        assert (out / "lora_adapters.safetensors").is_file()
+        # the trainer's checkpoint (adapters not merged) loads too: merged on load
+        code, stdout, err = run_cli(capsys, "generate", "--checkpoint", out / "last.pt", "--prompt", "Hi",
+                                    "--max_new_tokens", 3)
+        assert code == 0, err
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([["message", "kind"], *rows])
+    return path
+
+
+def test_finetune_classify_on_a_users_csv_then_classify(base_checkpoint, tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    words = "free cash prize winner call now hello mom see you at dinner tonight thanks".split()
+    rows = []
+    for i in range(60):
+        n = int(torch.randint(3, 9, (1,), generator=g))
+        text = " ".join(words[int(j)] for j in torch.randint(0, len(words), (n,), generator=g))
+        rows.append([text, ["ham", "spam", "other"][i % 3]])
+    data = write_csv(tmp_path / "mine.csv", rows)
+    out = tmp_path / "clf"
+    code, stdout, err = run_cli(capsys, "finetune", "classify", "--checkpoint", base_checkpoint, "--dataset", data,
+                                "--text_column", "message", "--label_column", "kind", "--max_steps", 4,
+                                "--eval_interval", 2, "--out_dir", out, "--no-progress", "--trainable", "all")
+    assert code == 0, err
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["accuracy"]) == {"train", "validation", "test"}
+    assert (out / "accuracy.png").is_file()
+    code, stdout, err = run_cli(capsys, "classify", "--checkpoint", out / "last.pt", "free cash now", "--probs")
+    assert code == 0, err
+    label = stdout.split()[0]
+    assert label in ("ham", "spam", "other") and "spam " in stdout
+    # A classifier is not a language model: generate says so.
+    code, stdout, err = run_cli(capsys, "generate", "--checkpoint", out / "last.pt", "--prompt", "x")
+    assert code == 2 and "llmfs classify" in err
+
+
+def test_missing_columns_are_named(base_checkpoint, tmp_path, capsys):
+    data = write_csv(tmp_path / "bad.csv", [["a", "b"]] * 20)
+    code, stdout, err = run_cli(capsys, "finetune", "classify", "--checkpoint", base_checkpoint, "--dataset", data,
+                                "--out_dir", tmp_path / "o", "--no-progress")
+    assert code in (1, 2) and "text" in err and "message" in err
+
+
+def test_trimmed_batches_give_the_same_logits_as_fully_padded_ones():
+    torch.manual_seed(0)
+    clf = SequenceClassifier(GPTModel(GPTConfig(vocab_size=30, context_length=16, emb_dim=16, n_heads=2,
+                                                n_layers=1, drop_rate=0.0)), 2, pad_token_id=0).eval()
+    batch = [(torch.tensor([5, 6, 7, 0, 0, 0, 0, 0]), 1), (torch.tensor([3, 4, 0, 0, 0, 0, 0, 0]), 0)]
+    ids, labels = trim_padding(0)(batch)
+    assert ids.shape == (2, 3) and labels.tolist() == [1, 0]
+    full = torch.stack([b[0] for b in batch])
+    torch.testing.assert_close(clf(ids), clf(full), rtol=1e-5, atol=1e-5)
