@@ -106,3 +106,37 @@ def test_trimmed_batches_give_the_same_logits_as_fully_padded_ones():
     assert ids.shape == (2, 3) and labels.tolist() == [1, 0]
     full = torch.stack([b[0] for b in batch])
     torch.testing.assert_close(clf(ids), clf(full), rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_perplexity_accuracy_and_an_unreachable_judge(base_checkpoint, tmp_path, capsys, monkeypatch):
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+    code, out, err = run_cli(capsys, "evaluate", "perplexity", "--checkpoint", base_checkpoint, "--text", text,
+                             "--stride", 32)
+    assert code == 0, err
+    value = float(out.split("perplexity ")[1].split()[0])
+    from llm_from_scratch.loading import load_model
+    from llm_from_scratch.perplexity import perplexity_of_text
+    loaded = load_model(checkpoint=base_checkpoint, device="cpu")
+    expected = perplexity_of_text(loaded.model, loaded.tokenizer, text.read_text(), stride=32)["perplexity"]
+    assert value == pytest.approx(expected, rel=1e-3)
+
+    rows = [[f"word{i % 5} text {i}", ["a", "b"][i % 2]] for i in range(30)]
+    data = write_csv(tmp_path / "c.csv", rows)
+    out_dir = tmp_path / "clf"
+    code, out, err = run_cli(capsys, "finetune", "classify", "--checkpoint", base_checkpoint, "--dataset", data,
+                             "--text_column", "message", "--label_column", "kind", "--max_steps", 2,
+                             "--out_dir", out_dir, "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "evaluate", "accuracy", "--checkpoint", out_dir / "last.pt", "--csv",
+                             out_dir / "data" / "test.csv", "--text_column", "message", "--label_column", "kind")
+    assert code == 0, err
+    test_accuracy = json.loads((out_dir / "scores.json").read_text())["accuracy"]["test"]
+    assert float(out.split("accuracy ")[1].split("%")[0]) / 100 == pytest.approx(test_accuracy, abs=1e-4)
+
+    responses = tmp_path / "r.json"
+    responses.write_text(json.dumps([{"instruction": "Say hi", "input": "", "output": "hi", "model_response": "hi"}]))
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
+    code, out, err = run_cli(capsys, "evaluate", "judge", "--responses", responses, "--judge",
+                             "ollama:llama3@http://127.0.0.1:9")
+    assert code == 2 and "ollama serve" in err

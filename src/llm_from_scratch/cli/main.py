@@ -7,11 +7,12 @@ import os
 import sys
 
 from llm_from_scratch import __version__
-from llm_from_scratch.cli import chat, classify, demo, download, export, finetune, generate, prepare, tokenizer, train
+from llm_from_scratch.cli import (chat, classify, demo, download, evaluate, export, finetune, generate, prepare,
+                                  tokenizer, train)
 from llm_from_scratch.cli.common import CommandError
 
 # One module per subcommand; each adds its own parser (more arrive with later chapters).
-COMMANDS = [download, tokenizer, prepare, train, generate, chat, finetune, classify, export, demo]
+COMMANDS = [download, tokenizer, prepare, train, generate, chat, finetune, classify, evaluate, export, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

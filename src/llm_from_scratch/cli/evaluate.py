@@ -1,0 +1,123 @@
+"""`llmfs evaluate`: perplexity on text, accuracy of a classifier, and an LLM judge for answers.
+
+    llmfs evaluate perplexity --model smollm2-135m-instruct --dataset shakespeare --max_tokens 20000
+    llmfs evaluate perplexity --checkpoint checkpoints/gpt-micro/best_model.pt --text my.txt --stride 64
+    llmfs evaluate accuracy --checkpoint checkpoints/classify-smollm2-135m-instruct/best_model.pt --csv test.csv
+    llmfs evaluate judge --responses checkpoints/instruct-smollm2-135m-instruct/test-responses.json
+    llmfs evaluate judge --responses answers.json --judge openai:gpt-4o-mini      # OPENAI_API_KEY, OPENAI_BASE_URL
+    llmfs evaluate judge --responses answers.json --judge ollama:llama3@http://localhost:11434
+    llmfs evaluate judge --responses answers.json --judge local:smollm2-135m-instruct   # weak, offline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from llm_from_scratch.cli.common import CommandError, add_flag
+from llm_from_scratch.cli.generate import add_model_flags, load_from_args
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="perplexity, classification accuracy, LLM-judge scores",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="kind", metavar="WHAT")
+
+    q = kinds.add_parser("perplexity", help="perplexity of a model on a text or a corpus split")
+    add_model_flags(q)
+    add_flag(q, "text", default=None, help="a text file")
+    add_flag(q, "dataset", default=None, help="a corpus name (shakespeare, wikitext2, ...) or path, as in llmfs train")
+    add_flag(q, "split", default="validation", choices=["train", "validation"])
+    add_flag(q, "stride", type=int, default=None, help="window step (default: half the context)")
+    add_flag(q, "max_tokens", type=int, default=None, help="score only the first N tokens")
+    add_flag(q, "device", default="auto")
+    q.set_defaults(handler=run_perplexity)
+
+    a = kinds.add_parser("accuracy", help="accuracy of a fine-tuned classifier on a CSV")
+    add_flag(a, "checkpoint", required=True)
+    add_flag(a, "csv", required=True)
+    add_flag(a, "text_column", default="text")
+    add_flag(a, "label_column", default="label")
+    add_flag(a, "batch_size", type=int, default=8)
+    add_flag(a, "device", default="auto")
+    a.set_defaults(handler=run_accuracy)
+
+    j = kinds.add_parser("judge", help="score answers 0-100 against the references with a judge model")
+    add_flag(j, "responses", required=True, help="JSON list of entries with instruction, output and the response")
+    add_flag(j, "judge", default="ollama",
+             help="ollama[:MODEL[@HOST]] (default llama3 on localhost:11434), openai[:MODEL], local:NAME_OR_CHECKPOINT")
+    add_flag(j, "response_key", default="model_response")
+    add_flag(j, "retries", type=int, default=2, help="asks again when a reply holds no number (default %(default)s)")
+    add_flag(j, "out", default=None, help="write the entries with their scores here (JSON)")
+    j.set_defaults(handler=run_judge)
+    p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
+
+
+def run_perplexity(args: argparse.Namespace) -> int:
+    from llm_from_scratch.perplexity import perplexity_of_text
+    from llm_from_scratch.training.trainer import auto_device
+
+    if (args.text is None) == (args.dataset is None):
+        raise CommandError("give --text FILE or --dataset NAME (one of them)")
+    if args.text is not None:
+        path = Path(args.text)
+        if not path.is_file():
+            raise CommandError(f"no text file at {path}")
+    else:
+        from llm_from_scratch.data.corpora import corpus_files
+        files = corpus_files(args.dataset)
+        path = files.train if args.split == "train" else files.validation
+    text = path.read_text(encoding="utf-8")
+    loaded = load_from_args(args, auto_device(args.device))
+    stride = args.stride or max(1, loaded.context_length // 2)
+    result = perplexity_of_text(loaded.model, loaded.tokenizer, text, stride=stride, max_tokens=args.max_tokens)
+    print(f"{loaded.name} on {path}: perplexity {result['perplexity']:.3f} (loss {result['loss']:.4f} over "
+          f"{result['tokens']:,} tokens; windows of {loaded.context_length}, stride {stride})")
+    return 0
+
+
+def run_accuracy(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from llm_from_scratch.data.classification import ClassificationDataset
+    from llm_from_scratch.finetune.classifier import calc_accuracy_loader, load_classifier
+    from llm_from_scratch.training.trainer import auto_device
+
+    device = auto_device(args.device)
+    try:
+        model, tokenizer, ckpt = load_classifier(args.checkpoint, device)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    task = ckpt["task"]
+    data = ClassificationDataset(args.csv, tokenizer, max_length=task.get("max_length"),
+                                 pad_token_id=task.get("pad_token_id"), text_column=args.text_column,
+                                 label_column=args.label_column, label_names=task.get("label_names"),
+                                 context_length=model.cfg.context_length)
+    accuracy = calc_accuracy_loader(DataLoader(data, batch_size=args.batch_size), model, device)
+    print(f"accuracy {accuracy:.2%} on {len(data)} texts of {args.csv}")
+    return 0
+
+
+def run_judge(args: argparse.Namespace) -> int:
+    from llm_from_scratch.judge import JudgeUnavailableError, score_responses
+
+    path = Path(args.responses)
+    if not path.is_file():
+        raise CommandError(f"no responses file at {path}")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(entries, list):
+        raise CommandError(f"{path} must hold a JSON list of entries")
+    try:
+        report = score_responses(entries, args.response_key, args.judge, retries=args.retries, progress=True)
+    except JudgeUnavailableError as exc:
+        raise CommandError(str(exc)) from exc
+    print(report.summary())
+    if args.out:
+        scored = [{**entry, "judge_score": score} for entry, score in zip(entries, report.scores)]
+        Path(args.out).write_text(json.dumps(scored, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        print(f"scores written to {args.out}")
+    return 0
