@@ -101,7 +101,8 @@ def run_instruct(args: argparse.Namespace) -> int:
                                     progress=args.progress)
         save_results(out_dir / "test-responses-before.json", before)
         scores["before"] = score_exact_match(before)
-        print(f"before fine-tuning: exact match {scores['before']['exact_match']:.1%} on {len(before)} test entries")
+        print(f"before fine-tuning: exact match {scores['before']['exact_match']:.1%}, answer contained "
+              f"{scores['before']['contains_answer']:.1%} on {len(before)} test entries")
 
     task = {"type": "instruct", "style": style.name, "mask_prompt": args.mask_prompt}
     lora_info = None
@@ -136,9 +137,11 @@ def run_instruct(args: argparse.Namespace) -> int:
                                                  "model_type": name})
     scores["minutes"] = (time.perf_counter() - started) / 60
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
-    line = f"after fine-tuning: exact match {scores['after']['exact_match']:.1%}"
+    line = (f"after fine-tuning: exact match {scores['after']['exact_match']:.1%}, answer contained "
+            f"{scores['after']['contains_answer']:.1%}")
     if "before" in scores:
-        line += f" (before: {scores['before']['exact_match']:.1%})"
+        line += (f" (before: {scores['before']['exact_match']:.1%} and "
+                 f"{scores['before']['contains_answer']:.1%})")
     print(f"{line}\n  {out_dir / 'test-responses.json'}\n  {out_dir / 'final_model.pt'} "
           f"(llmfs chat --checkpoint {out_dir / 'final_model.pt'})\n  {out_dir / 'loss.png'}\n"
           f"done in {scores['minutes']:.1f} min")
