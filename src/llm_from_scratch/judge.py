@@ -151,21 +151,38 @@ def _normalize_host(host: str) -> str:
     return host
 
 
-def _http_post(url: str, payload: dict[str, Any], headers: dict[str, str], timeout: float, how_to_start: str):
-    """POST JSON; connection problems become JudgeUnavailableError (with how to start the judge)."""
-    import httpx
+@dataclass
+class _Reply:
+    status_code: int
+    text: str
 
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def _http_post(url: str, payload: dict[str, Any], headers: dict[str, str], timeout: float,
+               how_to_start: str) -> _Reply:
+    """POST JSON (urllib: no extra dependency); connection problems become JudgeUnavailableError
+    (with how to start the judge), HTTP errors a reply with their status."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(payload).encode("utf-8"), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
     try:
-        return httpx.post(url, json=payload, headers=headers, timeout=timeout)
-    except httpx.ConnectError as exc:
-        raise JudgeUnavailableError(f"no judge answers at {url} ({exc}). {how_to_start}") from None
-    except httpx.TimeoutException:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return _Reply(response.status, response.read().decode("utf-8", errors="replace"))
+    except urllib.error.HTTPError as error:
+        return _Reply(error.code, error.read().decode("utf-8", errors="replace"))
+    except (TimeoutError, socket.timeout):
         raise JudgeUnavailableError(f"the judge at {url} did not answer within {timeout:.0f} s. {how_to_start}") from None
-    except httpx.HTTPError as exc:
-        raise JudgeUnavailableError(f"cannot talk to the judge at {url}: {exc}. {how_to_start}") from None
+    except (urllib.error.URLError, ConnectionError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise JudgeUnavailableError(f"no judge answers at {url} ({reason}). {how_to_start}") from None
 
 
-def _error_message(response) -> str:
+def _error_message(response: _Reply) -> str:
     try:
         body = response.json()
     except ValueError:
@@ -313,8 +330,9 @@ class LocalJudge(Judge):
                                    stop_ids=stop_token_ids(tokenizer), temperature=temperature, generator=generator))
 
 
-def make_judge(spec: "str | Judge | None" = None) -> Judge:
-    """A judge from a short description.
+def make_judge(spec: "str | Judge | None" = None, **options: Any) -> Judge:
+    """A judge from a short description; `options` go to its constructor (e.g. answer_prefix="Score:",
+    max_tokens=8).
 
     None or "ollama" (llama3 on localhost:11434), "ollama:MODEL", "ollama:MODEL@http://host:port";
     "openai" (model from $LLMFS_JUDGE_MODEL), "openai:MODEL"; "local:NAME" (a pretrained name
@@ -323,17 +341,17 @@ def make_judge(spec: "str | Judge | None" = None) -> Judge:
     if isinstance(spec, Judge):
         return spec
     if spec is None or spec == "ollama":
-        return OllamaJudge()
+        return OllamaJudge(**options)
     kind, _, rest = spec.partition(":")
     if kind == "ollama":
         model, _, host = rest.partition("@")
-        return OllamaJudge(model or DEFAULT_OLLAMA_MODEL, host or None)
+        return OllamaJudge(model or DEFAULT_OLLAMA_MODEL, host or None, **options)
     if kind == "openai":
-        return OpenAIJudge(rest or None)
+        return OpenAIJudge(rest or None, **options)
     if kind == "local" and rest:
         if rest.endswith((".pt", ".safetensors")) or os.path.isfile(rest):
-            return LocalJudge(checkpoint=rest)
-        return LocalJudge(rest)
+            return LocalJudge(checkpoint=rest, **options)
+        return LocalJudge(rest, **options)
     raise ValueError(f"unknown judge {spec!r}: use 'ollama[:MODEL[@HOST]]', 'openai[:MODEL]' or 'local:NAME_OR_CHECKPOINT'")
 
 

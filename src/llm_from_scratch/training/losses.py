@@ -12,8 +12,10 @@ def calc_loss_batch(input_batch: torch.Tensor, target_batch: torch.Tensor, model
     """Mean cross-entropy over every position of the batch. inputs/targets: (b, T)."""
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
     logits = model(input_batch)  # (b, T, vocab)
-    # cross_entropy wants (N, classes) and (N,): flatten batch and time together
-    return F.cross_entropy(logits.flatten(0, 1).float(), target_batch.flatten())
+    # cross_entropy wants (N, classes) and (N,): flatten batch and time together. Low-precision
+    # logits (bf16/fp16) are summed in fp32 at least; fp64 stays fp64.
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
 
 
 @torch.no_grad()
