@@ -654,12 +654,10 @@ def test_load_on_loopback(loaded):
 
 
 def test_serve_command_line(loaded, tmp_path, monkeypatch, capsys):
-    import argparse
-
     from llm_from_scratch.cli import serve
+    from llm_from_scratch.cli.main import build_parser
 
-    parser = argparse.ArgumentParser()
-    serve.add_parser(parser.add_subparsers())
+    parser = build_parser()                      # `llmfs serve` is a subcommand of the real CLI
     args = parser.parse_args(["serve", "--checkpoint", loaded.name, "--max-batch-size", "3", "--max_tokens", "7",
                               "--served-model-name", "mine", "--served_model_name", "llama3", "--host", "0.0.0.0"])
     assert args.handler is serve.run and args.max_batch_size == 3 and args.served_model_name == ["mine", "llama3"]
@@ -756,3 +754,45 @@ def test_smollm2_served_to_openai_ollama_and_the_judge(smollm2):
                     "model_response": r} for r in ("The capital of France is Paris.", "Berlin.")]
         report = score_responses(entries, judge=OllamaJudge(host=srv.url, max_tokens=4, answer_prefix="Score:"))
     assert report.scored == 2 and all(0 <= s <= 100 for s in report.scores), report.summary()
+
+
+def test_llmfs_serve_as_a_process_answers_and_stops_on_ctrl_c(loaded):
+    """The real command, as a user starts it: a separate process, HTTP on loopback, Ctrl-C (SIGINT) to stop."""
+    import signal
+    import subprocess
+    import sys
+
+    with socket_port() as port:
+        pass
+    process = subprocess.Popen([sys.executable, "-m", "llm_from_scratch", "serve", "--checkpoint", loaded.name,
+                                "--port", str(port), "--served_model_name", "tiny", "--log_level", "warning"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "llmfs serve did not start within 60 s"
+            time.sleep(0.2)
+        reply = httpx.post(url + "/v1/completions", timeout=30,
+                           json={"model": "tiny", "prompt": "Hello", "max_tokens": 6, "temperature": 0})
+        assert reply.status_code == 200, reply.text
+        prompt = loaded.tokenizer.encode("Hello")
+        expected = generate(loaded.model, torch.tensor([prompt]), 6, eos_id=loaded.tokenizer.eot_id)[0, len(prompt):]
+        assert reply.json()["choices"][0]["text"] == loaded.tokenizer.decode(expected.tolist())
+        assert httpx.post(url + "/v1/completions", timeout=30,
+                          json={"model": "other", "prompt": "Hi"}).status_code == 404
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError("llmfs serve did not stop within 30 s of Ctrl-C")
+    assert process.returncode == 0, err
+    assert f"on http://127.0.0.1:{port}" in err and "stopping" in err

@@ -8,11 +8,11 @@ import sys
 
 from llm_from_scratch import __version__
 from llm_from_scratch.cli import (chat, classify, demo, download, evaluate, export, finetune, generate, prepare,
-                                  tokenizer, train)
+                                  serve, tokenizer, train)
 from llm_from_scratch.cli.common import CommandError
 
 # One module per subcommand; each adds its own parser (more arrive with later chapters).
-COMMANDS = [download, tokenizer, prepare, train, generate, chat, finetune, classify, evaluate, export, demo]
+COMMANDS = [download, tokenizer, prepare, train, generate, chat, finetune, classify, evaluate, export, serve, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
