@@ -165,8 +165,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_classify(args: argparse.Namespace) -> int:
-    from llm_from_scratch.finetune.classifier import classify_texts, load_classifier
+def load_classifier_from_args(args: argparse.Namespace):
+    """(model, tokenizer, task, device) for --checkpoint / --device; a bad checkpoint is a CommandError."""
+    from llm_from_scratch.finetune.classifier import load_classifier
     from llm_from_scratch.training.trainer import auto_device
 
     device = auto_device(args.device)
@@ -174,7 +175,13 @@ def run_classify(args: argparse.Namespace) -> int:
         model, tokenizer, ckpt = load_classifier(args.checkpoint, device)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    task = ckpt["task"]
+    return model, tokenizer, ckpt["task"], device
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from llm_from_scratch.finetune.classifier import classify_texts
+
+    model, tokenizer, task, device = load_classifier_from_args(args)
     names = task.get("label_names") or [str(i) for i in range(task["num_classes"])]
     probabilities = classify_texts(model, tokenizer, args.texts, task.get("max_length"), device)
     for text, probs in zip(args.texts, probabilities):

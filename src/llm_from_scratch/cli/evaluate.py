@@ -81,15 +81,10 @@ def run_accuracy(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from llm_from_scratch.data.classification import ClassificationDataset
-    from llm_from_scratch.finetune.classifier import calc_accuracy_loader, load_classifier
-    from llm_from_scratch.training.trainer import auto_device
+    from llm_from_scratch.cli.classify import load_classifier_from_args
+    from llm_from_scratch.finetune.classifier import calc_accuracy_loader
 
-    device = auto_device(args.device)
-    try:
-        model, tokenizer, ckpt = load_classifier(args.checkpoint, device)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
-    task = ckpt["task"]
+    model, tokenizer, task, device = load_classifier_from_args(args)
     data = ClassificationDataset(args.csv, tokenizer, max_length=task.get("max_length"),
                                  pad_token_id=task.get("pad_token_id"), text_column=args.text_column,
                                  label_column=args.label_column, label_names=task.get("label_names"),
