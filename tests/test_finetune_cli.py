@@ -140,3 +140,52 @@ def test_evaluate_perplexity_accuracy_and_an_unreachable_judge(base_checkpoint, 
     code, out, err = run_cli(capsys, "evaluate", "judge", "--responses", responses, "--judge",
                              "ollama:llama3@http://127.0.0.1:9")
     assert code == 2 and "ollama serve" in err
+
+
+@pytest.mark.parametrize("task,lora", [("classify", False), ("classify", True), ("instruct", True)])
+def test_sigterm_saves_a_fine_tuning_run_that_resumes_to_the_same_weights(base_checkpoint, tmp_path, capsys,
+                                                                          monkeypatch, task, lora):
+    """`kill` (SIGTERM) during `llmfs finetune` saves last.pt at the last finished step, like Ctrl-C;
+    --resume then reaches the weights of a run that was never interrupted. Both runs happen in this
+    one process, so this also checks that --seed alone fixes the new head and LoRA's initial weights."""
+    import os
+    import signal
+
+    from llm_from_scratch.training.checkpoint import load_checkpoint
+    from llm_from_scratch.training.trainer import GPTTrainer
+
+    if task == "classify":
+        rows = [[f"word{i % 5} text {i}", ["a", "b"][i % 2]] for i in range(40)]
+        data = ["--dataset", write_csv(tmp_path / "c.csv", rows), "--text_column", "message", "--label_column", "kind"]
+    else:
+        data = ["--data", "synthetic", "--num_examples", 60, "--max_new_tokens", 2, "--skip_baseline"]
+    if lora:
+        data += ["--trainable", "lora"] if task == "classify" else ["--lora"]
+
+    def finetune(out_dir, *extra):
+        return run_cli(capsys, "finetune", task, "--checkpoint", base_checkpoint, *data, "--max_steps", 6,
+                       "--eval_interval", 2, "--out_dir", out_dir, "--no-progress", *extra)
+
+    code, _, err = finetune(tmp_path / "whole")
+    assert code == 0, err
+
+    real_step = GPTTrainer._train_step
+
+    def sigterm_during_step_4(self, batches):
+        if self.state.step == 3:                     # last.pt on disk is from step 2's evaluation
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, batches)
+
+    monkeypatch.setattr(GPTTrainer, "_train_step", sigterm_during_step_4)
+    code, out, err = finetune(tmp_path / "cut")
+    assert code == 130 and "interrupted" in err
+    assert "saved" in out and load_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after training
+    monkeypatch.setattr(GPTTrainer, "_train_step", real_step)
+    code, _, err = finetune(tmp_path / "cut", "--resume")
+    assert code == 0, err
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name

@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from llm_from_scratch.cli.common import CommandError, add_flag
+from llm_from_scratch.cli.common import CommandError, add_flag, sigterm_as_ctrl_c
 from llm_from_scratch.cli.generate import add_model_flags, load_from_args
 
 
@@ -128,6 +128,9 @@ def run_finetune(args: argparse.Namespace) -> int:
                                   collate_fn=collate)
         val_loader = DataLoader(val_loader.dataset, batch_size=args.batch_size, collate_fn=collate)
         test_loader = DataLoader(test_loader.dataset, batch_size=args.batch_size, collate_fn=collate)
+    import torch
+
+    torch.manual_seed(args.seed)  # the new head (and LoRA's A matrices) start the same in every run
     classifier = build_classifier(loaded.model, train_set.num_classes, pad, args.pool, args.trainable,
                                   args.lora_rank, args.lora_alpha)
     trainable = sum(p.numel() for p in classifier.parameters() if p.requires_grad)
@@ -152,7 +155,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         resume_from=str(out_dir / "last.pt") if args.resume else None, progress=args.progress,
         metrics=accuracies, extra_checkpoint_info={"task": task, "model_type": name},
     )
-    trainer.train()
+    with sigterm_as_ctrl_c():          # `kill` saves last.pt like Ctrl-C does
+        trainer.train()
     results = {split: calc_accuracy_loader(loader, classifier, device)
                for split, loader in (("train", train_loader), ("validation", val_loader), ("test", test_loader))}
     minutes = (time.perf_counter() - started) / 60

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -15,3 +17,21 @@ def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
 
 class CommandError(Exception):
     """A problem with the user's input: printed as a one-line error, exit code 2, no traceback."""
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """Schedulers and `kill` stop jobs with SIGTERM: during training, treat it like Ctrl-C so the
+    trainer saves a checkpoint that --resume continues exactly. The previous handler comes back
+    afterwards (child processes, e.g. tokenizer workers, must keep the default)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a notebook worker): keep the default
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

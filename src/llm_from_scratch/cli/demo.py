@@ -10,6 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+from llm_from_scratch.cli.common import sigterm_as_ctrl_c
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train a tiny model on built-in text and print samples (no download)",
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                          lr=2e-3, eval_interval=max(1, args.max_steps // 10), sample_prompt=args.prompt,
                          out_dir=args.out_dir, seed=args.seed, progress=args.progress,
                          extra_checkpoint_info={"model_type": "gpt-micro"})
-    history = trainer.train()
+    with sigterm_as_ctrl_c():
+        history = trainer.train()
     minutes = (time.perf_counter() - started) / 60
     final = history[-1]
     print(f"\nDone in {minutes:.1f} min: train loss {final['train_loss']:.3f}, validation loss "

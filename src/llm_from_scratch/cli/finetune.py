@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from llm_from_scratch.cli.common import add_flag
+from llm_from_scratch.cli.common import add_flag, sigterm_as_ctrl_c
 from llm_from_scratch.cli.generate import add_model_flags, load_from_args
 
 
@@ -107,7 +107,10 @@ def run_instruct(args: argparse.Namespace) -> int:
     task = {"type": "instruct", "style": style.name, "mask_prompt": args.mask_prompt}
     lora_info = None
     if args.lora:
+        import torch
+
         from llm_from_scratch.finetune.lora import apply_lora, count_parameters
+        torch.manual_seed(args.seed)  # LoRA's A matrices start the same in every run
         apply_lora(model, args.lora_rank, args.lora_alpha)
         lora_info = {"rank": args.lora_rank, "alpha": args.lora_alpha}
         trainable, total = count_parameters(model)
@@ -121,7 +124,8 @@ def run_instruct(args: argparse.Namespace) -> int:
         resume_from=str(out_dir / "last.pt") if args.resume else None, progress=args.progress,
         extra_checkpoint_info={"task": task, "model_type": name, "lora": lora_info},
     )
-    trainer.train()
+    with sigterm_as_ctrl_c():          # `kill` saves last.pt like Ctrl-C does
+        trainer.train()
     model.eval()
     after = generate_responses(model, tokenizer, splits.test, style, max_new_tokens=args.max_new_tokens,
                                progress=args.progress)

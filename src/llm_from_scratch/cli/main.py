@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: whatever had to be saved is saved (training writes last.pt); no traceback.
+        parser.exit(130, f"llmfs {args.command}: interrupted\n")
     except CommandError as exc:
         parser.exit(2, f"llmfs {args.command}: error: {exc}\n")
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

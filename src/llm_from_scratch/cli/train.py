@@ -15,13 +15,11 @@ loss.png) in --out_dir (default checkpoints/<model_type>/).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
-import signal
 import time
 from pathlib import Path
 
-from llm_from_scratch.cli.common import CommandError, add_flag
+from llm_from_scratch.cli.common import CommandError, add_flag, sigterm_as_ctrl_c
 
 # The no-flag main job: a character-level gpt-micro on Shakespeare, a few minutes on a CPU. (With
 # the GPT-2 tokenizer the same model runs ~29x slower on a CPU: its 50,257-way output layer
@@ -221,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     if dist_info.is_main:
         print(f"device {trainer.device}, precision {trainer.precision}"
               f"{', fused head + loss' if trainer.fused_loss else ''}")
-    with _sigterm_as_ctrl_c():
+    with sigterm_as_ctrl_c():
         history = trainer.train()
     if dist_info.is_main and history:
         last = history[-1]
@@ -235,24 +233,6 @@ def run(args: argparse.Namespace) -> int:
     if dist_info.is_distributed:
         torch.distributed.destroy_process_group()
     return 0
-
-
-@contextlib.contextmanager
-def _sigterm_as_ctrl_c():
-    """Schedulers and `kill` stop jobs with SIGTERM: during training, treat it like Ctrl-C so the
-    trainer saves a checkpoint that --resume continues exactly. The previous handler comes back
-    afterwards (child processes, e.g. tokenizer workers, must keep the default)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. a notebook worker): keep the default
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _max_steps(args) -> int | None:

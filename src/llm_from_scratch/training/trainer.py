@@ -266,6 +266,7 @@ class GPTTrainer:
             # Where this step starts, so that Ctrl-C can save a checkpoint a resumed run continues
             # from exactly (the micro-batches of an unfinished step are simply done again).
             step_start = (state.epoch, state.batch_in_epoch, _rng_state())
+            self._updating = False  # only now does step_start match the weights again
             try:
                 train_loss = self._train_step(batches)
             except KeyboardInterrupt:
@@ -296,7 +297,6 @@ class GPTTrainer:
     def _train_step(self, batches) -> float:
         """One optimizer step over `grad_accum_steps` micro-batches; returns the mean loss."""
         cfg, state = self.config, self.state
-        self._updating = False
         loss_sum, tokens = 0.0, 0
         for micro_step in range(cfg.grad_accum_steps):
             inputs, targets = next(batches)
@@ -323,7 +323,8 @@ class GPTTrainer:
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"Loss became {train_loss} at step {state.step}. Lower the learning "
                                      f"rate (now {cfg.lr}) or use fp32/bf16 instead of fp16.")
-        self._updating = False
+        # `_updating` stays True until train() has taken the next step's starting point: an
+        # interrupt in between must not save this step's weights with the previous step's data position.
         return train_loss
 
     def _save_on_interrupt(self, step_start, progress) -> None:
