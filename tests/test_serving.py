@@ -756,17 +756,22 @@ def test_smollm2_served_to_openai_ollama_and_the_judge(smollm2):
     assert report.scored == 2 and all(0 <= s <= 100 for s in report.scores), report.summary()
 
 
-def test_llmfs_serve_as_a_process_answers_and_stops_on_ctrl_c(loaded):
-    """The real command, as a user starts it: a separate process, HTTP on loopback, Ctrl-C (SIGINT) to stop."""
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM"])
+def test_llmfs_serve_as_a_process_answers_and_stops_on_ctrl_c_or_kill(loaded, stop_signal):
+    """The real command, as a user starts it: a separate process, HTTP on loopback, then Ctrl-C
+    (SIGINT) or `kill` (SIGTERM, as systemd and docker stop servers) ends it cleanly."""
     import signal
     import subprocess
     import sys
+
+    def default_sigint():  # a shell's background job starts with SIGINT ignored; a terminal's does not
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     with socket_port() as port:
         pass
     process = subprocess.Popen([sys.executable, "-m", "llm_from_scratch", "serve", "--checkpoint", loaded.name,
                                 "--port", str(port), "--served_model_name", "tiny", "--log_level", "warning"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -788,11 +793,11 @@ def test_llmfs_serve_as_a_process_answers_and_stops_on_ctrl_c(loaded):
         assert httpx.post(url + "/v1/completions", timeout=30,
                           json={"model": "other", "prompt": "Hi"}).status_code == 404
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(getattr(signal, stop_signal))
         try:
             _, err = process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-            raise AssertionError("llmfs serve did not stop within 30 s of Ctrl-C")
+            raise AssertionError(f"llmfs serve did not stop within 30 s of {stop_signal}")
     assert process.returncode == 0, err
     assert f"on http://127.0.0.1:{port}" in err and "stopping" in err

@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from llm_from_scratch.cli.common import CommandError, add_flag
+from llm_from_scratch.cli.common import CommandError, add_flag, sigterm_as_ctrl_c
 from llm_from_scratch.cli.generate import add_model_flags, load_from_args
 
 API_KEY_ENV = "LLMFS_API_KEY"
@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
           f"  OpenAI     http://{host}:{args.port}/v1   (model={served.id!r})\n"
           f"  Ollama     http://{host}:{args.port}/api/chat\n"
           f"  API docs   http://{host}:{args.port}/docs", file=sys.stderr)
-    serve_until_stopped(app, served.engine, args.host, args.port, args.log_level)
+    with sigterm_as_ctrl_c():  # `kill`, systemd and docker stop a server with SIGTERM: stop cleanly
+        serve_until_stopped(app, served.engine, args.host, args.port, args.log_level)
     return 0
 
 
