@@ -354,6 +354,30 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
+def _openai_stream(handles: Sequence[RequestHandle], prelude: Sequence[dict[str, Any]], delta_chunk, finish_chunk,
+                   usage_chunk=None) -> StreamingResponse:
+    """OpenAI's server-sent events for running requests (completions and chat alike): the prelude
+    chunks, one chunk per text delta and per finished choice, a usage chunk if asked for (it gets
+    the completion tokens), then ``[DONE]``. A failure is reported in the stream itself."""
+    async def events():
+        completion_tokens = 0
+        try:
+            for first in prelude:
+                yield _sse(first)
+            async for index, event in _merged(handles):
+                if isinstance(event, TextDelta):
+                    yield _sse(delta_chunk(index, event.text))
+                else:
+                    completion_tokens += event.completion_tokens
+                    yield _sse(finish_chunk(index, event.reason))
+            if usage_chunk is not None:
+                yield _sse(usage_chunk(completion_tokens))
+        except Exception as exc:  # noqa: BLE001 - reported in the stream
+            yield _sse(error_body("/v1", f"generation failed: {exc}", "server_error"))
+        yield "data: [DONE]\n\n"
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
 def _openai_unsupported(body) -> None:
     _refuse(body.presence_penalty not in (None, 0, 0.0), "presence_penalty is not supported (leave it out or 0)",
             "presence_penalty")
@@ -495,27 +519,14 @@ def create_app(served: ServedModel, *, api_key: str | None = None,
                     "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": finish}]}
 
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-            async def events():
-                completion_tokens = 0
-                try:
-                    if body.echo:
-                        for i in range(len(handles)):
-                            yield _sse(chunk(i, prompt_texts[i // body.n], None))
-                    async for index, event in _merged(handles):
-                        if isinstance(event, TextDelta):
-                            yield _sse(chunk(index, event.text, None))
-                        else:
-                            completion_tokens += event.completion_tokens
-                            yield _sse(chunk(index, "", event.reason))
-                    if include_usage:
-                        yield _sse({"id": rid, "object": "text_completion", "created": created, "model": served.id,
-                                    "choices": [], "usage": _usage(prompt_tokens, completion_tokens)})
-                except Exception as exc:  # noqa: BLE001 - reported in the stream
-                    yield _sse(error_body("/v1", f"generation failed: {exc}", "server_error"))
-                yield "data: [DONE]\n\n"
-            return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            usage = None
+            if body.stream_options and body.stream_options.include_usage:
+                usage = lambda completion_tokens: {"id": rid, "object": "text_completion", "created": created,  # noqa: E731
+                                                   "model": served.id, "choices": [],
+                                                   "usage": _usage(prompt_tokens, completion_tokens)}
+            echoed = [chunk(i, prompt_texts[i // body.n], None) for i in range(len(handles))] if body.echo else []
+            return _openai_stream(handles, echoed, lambda i, text: chunk(i, text, None),
+                                  lambda i, reason: chunk(i, "", reason), usage)
 
         results = await _collect(handles, request)
         choices = [{"text": (prompt_texts[i // body.n] if body.echo else "") + r.text, "index": i, "logprobs": None,
@@ -566,27 +577,14 @@ def create_app(served: ServedModel, *, api_key: str | None = None,
                     "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-            async def events():
-                completion_tokens = 0
-                try:
-                    for i in range(len(handles)):
-                        yield _sse(chunk(i, {"role": "assistant", "content": ""}, None))
-                    async for index, event in _merged(handles):
-                        if isinstance(event, TextDelta):
-                            yield _sse(chunk(index, {"content": event.text}, None))
-                        else:
-                            completion_tokens += event.completion_tokens
-                            yield _sse(chunk(index, {}, event.reason))
-                    if include_usage:
-                        yield _sse({"id": rid, "object": "chat.completion.chunk", "created": created,
-                                    "model": served.id, "choices": [],
-                                    "usage": _usage(len(prompt), completion_tokens)})
-                except Exception as exc:  # noqa: BLE001 - reported in the stream
-                    yield _sse(error_body("/v1", f"generation failed: {exc}", "server_error"))
-                yield "data: [DONE]\n\n"
-            return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            usage = None
+            if body.stream_options and body.stream_options.include_usage:
+                usage = lambda completion_tokens: {"id": rid, "object": "chat.completion.chunk",  # noqa: E731
+                                                   "created": created, "model": served.id, "choices": [],
+                                                   "usage": _usage(len(prompt), completion_tokens)}
+            roles = [chunk(i, {"role": "assistant", "content": ""}, None) for i in range(len(handles))]
+            return _openai_stream(handles, roles, lambda i, text: chunk(i, {"content": text}, None),
+                                  lambda i, reason: chunk(i, {}, reason), usage)
 
         results = await _collect(handles, request)
         choices = [{"index": i, "message": {"role": "assistant", "content": r.text}, "logprobs": None,
