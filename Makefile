@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-bf16 bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The training and precision tests again with the AMX/bf16 path forced on (LLMFS_CPU_BF16=1), so a
+# test that only holds in fp32 fails on every machine, not just on CPUs where "auto" picks bf16.
+BF16_TESTS := tests/test_precision.py tests/test_training.py tests/test_evaluation.py tests/test_train_cli.py \
+	tests/test_linear_cross_entropy.py tests/test_finetune.py tests/test_finetune_cli.py tests/test_seed_api.py \
+	tests/test_cli.py
+test-bf16: setup
+	LLMFS_CPU_BF16=1 $(BIN)/python -m pytest -q $(BF16_TESTS)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_generation.py

@@ -83,13 +83,14 @@ import torch
 from harness import available_cores, cpu_model, run_child
 
 from llm_from_scratch.model.linear_cross_entropy import DEFAULT_CHUNK
-from llm_from_scratch.training.cpu_speed import keep_freed_memory, pick_precision
+from llm_from_scratch.training.cpu_speed import keep_freed_memory
+from llm_from_scratch.training.precision import choose_precision, model_step_timer
 
 # what each variant is: impl, precision, torch.compile, and the prototype options
 #   fused_ce: model(x, targets=y) (linear_cross_entropy) instead of out_head + calc_loss_batch
 #   sparse_emb: the tied token embedding returns a sparse gradient (added in place to the head's)
 #   malloc: training.cpu_speed.keep_freed_memory() before anything is allocated
-#   precision "auto": training.cpu_speed.pick_precision, as GPTTrainer resolves it
+#   precision "auto": training.precision.choose_precision on this model's step, as GPTTrainer resolves it
 VARIANTS: dict[str, dict] = {
     "hf-fp32": dict(impl="hf", precision="fp32", what="transformers fp32"),
     "hf-bf16": dict(impl="hf", precision="bf16", what="transformers bf16 autocast"),
@@ -124,11 +125,6 @@ LR = 6e-4
 WEIGHT_DECAY = 0.1
 GRAD_CLIP = 1.0
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "training.json"
-
-
-def precision_of(spec: dict) -> str:
-    """fp32 or bf16: "auto" resolved for this CPU exactly as GPTTrainer resolves it."""
-    return pick_precision(spec["precision"], torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,13 +196,26 @@ class Runner:
         self._loss = loss
         self.params = list({id(p): p for p in self.model.parameters()}.values())
 
-    def autocast(self):
-        if precision_of(self.spec) == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def resolve_precision(self, x, y) -> str:
+        """fp32 or bf16; "auto" is resolved the way GPTTrainer resolves it: by timing a step of
+        this very model on this batch (precision.py), cached per CPU and shape."""
+        if getattr(self, "precision", None) is None:
+            if self.spec["precision"] != "auto":
+                self.precision = self.spec["precision"]
+            else:
+                from llm_from_scratch.training.losses import calc_loss_batch
+
+                def loss(model, x, y):
+                    return model(x, targets=y) if self.spec.get("fused_ce") else calc_loss_batch(x, y, model, "cpu")
+                timer, shape = model_step_timer(self.model, x, y, loss, f"bench_training {self.variant}")
+                choice = choose_precision("auto", torch.device("cpu"), timer, shape)
+                print(f"{self.variant}: {choice.describe()}", file=sys.stderr)
+                self.precision = choice.name
+        return self.precision
 
     def loss(self, x, y):
-        with self.autocast():
+        precision = self.resolve_precision(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             return self._loss(x, y)
 
     def step(self, x, y) -> tuple[float, list[float]]:
@@ -339,7 +348,7 @@ def run_check(args) -> dict:
         worst = max((grads[n] - ref_grads[n]).abs().max().item() / max(ref_grads[n].abs().max().item(), 1e-12)
                     for n in ref_grads)
         results[name] = {"loss": loss.item(), "loss_diff": abs(loss.item() - ref_loss), "max_rel_grad_diff": worst,
-                         "precision": precision_of(VARIANTS[name])}
+                         "precision": runner.precision}
         del runner
     return results
 

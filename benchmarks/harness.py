@@ -22,7 +22,7 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def cpu_model() -> str:
+def cpu_model() -> str:  # the same as llm_from_scratch.training.precision.cpu_name
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

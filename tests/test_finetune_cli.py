@@ -12,7 +12,7 @@ from llm_from_scratch.cli.main import main
 from llm_from_scratch.finetune.classifier import SequenceClassifier
 from llm_from_scratch.model import GPTConfig, GPTModel
 from llm_from_scratch.tokenizers import get_tokenizer
-from llm_from_scratch.training.checkpoint import save_checkpoint
+from llm_from_scratch.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def run_cli(capsys, *argv):
@@ -35,14 +35,19 @@ def base_checkpoint(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_finetune_instruct_trains_scores_and_leaves_a_usable_model(base_checkpoint, tmp_path, capsys, lora):
+@pytest.mark.parametrize("lora, precision", [(False, "fp32"), (True, "bf16")])
+def test_finetune_instruct_trains_scores_and_leaves_a_usable_model(base_checkpoint, tmp_path, capsys, lora,
+                                                                   precision):
     out = tmp_path / "instruct"
     code, stdout, err = run_cli(capsys, "finetune", "instruct", "--checkpoint", base_checkpoint, "--data",
                                 "synthetic", "--num_examples", 60, "--max_steps", 3, "--max_new_tokens", 3,
-                                "--out_dir", out, "--no-progress", "--mask_prompt", *(["--lora"] if lora else []))
+                                "--out_dir", out, "--no-progress", "--mask_prompt", *(["--lora"] if lora else []),
+                                "--precision", precision)
     assert code == 0, err
     scores = json.loads((out / "scores.json").read_text())
+    # the precision flag is honoured, printed and recorded
+    assert f"precision {precision} (as requested)" in stdout and scores["precision"] == precision
+    assert load_checkpoint(out / "last.pt")["precision"] == precision
     assert 0.0 <= scores["before"]["exact_match"] <= 1.0 and "after" in scores
     responses = json.loads((out / "test-responses.json").read_text())
     assert len(responses) == 6 and all("model_response" in r and "output" in r for r in responses)
@@ -80,6 +85,8 @@ def test_finetune_classify_on_a_users_csv_then_classify(base_checkpoint, tmp_pat
     assert code == 0, err
     scores = json.loads((out / "scores.json").read_text())
     assert set(scores["accuracy"]) == {"train", "validation", "test"}
+    used = load_checkpoint(out / "last.pt")["precision"]      # --precision auto: this machine's choice
+    assert used in ("fp32", "bf16") and scores["precision"] == used and f"precision {used} (auto" in stdout
     assert (out / "accuracy.png").is_file()
     code, stdout, err = run_cli(capsys, "classify", "--checkpoint", out / "last.pt", "free cash now", "--probs")
     assert code == 0, err

@@ -111,26 +111,3 @@ def test_training_with_the_speedups_reaches_the_same_weights(tied, accum):
     fast, plain = _train(True, tied, accum), _train(False, tied, accum)
     for (name, a), b in zip(fast.state_dict().items(), plain.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=name)
-
-
-def test_auto_precision_is_bf16_only_where_it_is_faster(monkeypatch):
-    cpu = torch.device("cpu")
-    assert cpu_speed.pick_precision("fp32", cpu) == "fp32"
-    assert cpu_speed.pick_precision("bf16", cpu) == "bf16"
-    monkeypatch.setattr(cpu_speed, "cpu_has_fast_bf16", lambda: False)
-    assert cpu_speed.pick_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(cpu_speed, "cpu_has_fast_bf16", lambda: True)
-    assert cpu_speed.pick_precision("auto", cpu) == "bf16"
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
-@pytest.mark.parametrize("opt_out", [False, True])
-def test_malloc_tuning_applies_on_glibc_and_can_be_turned_off(opt_out):
-    # Process-wide, so in a fresh interpreter.
-    env = {"LLMFS_NO_MALLOC_TUNING": "1"} if opt_out else {}
-    import os
-    code = "from llm_from_scratch.training.cpu_speed import keep_freed_memory as k; print(k())"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
-                         text=True, check=True).stdout.strip()
-    is_glibc = "glibc" in " ".join(__import__("platform").libc_ver())
-    assert out == str(is_glibc and not opt_out)

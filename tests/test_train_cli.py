@@ -101,7 +101,8 @@ def test_two_processes_follow_the_one_process_trajectory(corpus_dir, tmp_path):
     """torchrun with 2 ranks x batch 4 == 1 process x batch 8: same losses, same weights."""
     common = ["--dataset", str(corpus_dir), "--tokenizer", "char", "--model_type", "gpt-micro",
               "--context_length", "32", "--max_steps", "5", "--eval_interval", "1", "--eval_batches", "2",
-              "--dropout", "0", "--grad_accum", "2", "--no-progress"]
+              "--dropout", "0", "--grad_accum", "2", "--no-progress",
+              "--precision", "fp32"]  # 1e-5 holds in fp32; bf16 rounds differently per batch split
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single"
     subprocess.run([sys.executable, "-m", "llm_from_scratch", "train", *common, "--batch_size", "8",
@@ -125,3 +126,20 @@ def test_two_processes_follow_the_one_process_trajectory(corpus_dir, tmp_path):
     w2 = load_checkpoint(double / "last.pt")["model"]
     for name in w1:
         torch.testing.assert_close(w1[name], w2[name], atol=1e-5, rtol=1e-4)
+
+
+def test_the_final_validation_loss_equals_llmfs_evaluate_perplexity(corpus_dir, tmp_path, capsys):
+    """The number a run ends with is the checkpoint's loss on the whole validation split: the same
+    as `llmfs evaluate perplexity` with disjoint windows (which also scores the split's last,
+    partial window: hence 0.5%, not exact). fp32 pinned."""
+    out = tmp_path / "run"
+    assert _train(corpus_dir, out, "--max_steps", "30", "--eval_interval", "10", "--precision", "fp32") == 0
+    printed = capsys.readouterr().out
+    final = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert final["final_val_whole_split"] is True
+    assert f"final validation loss {final['final_val_loss']:.4f}" in printed
+    assert main(["evaluate", "perplexity", "--checkpoint", str(out / "last.pt"), "--dataset", str(corpus_dir),
+                 "--stride", "32"]) == 0
+    evaluated = float(capsys.readouterr().out.split("(loss ")[1].split()[0])
+    assert final["final_val_loss"] == pytest.approx(evaluated, rel=5e-3)
+    assert load_checkpoint(out / "last.pt")["final_val_loss"] == final["final_val_loss"]

@@ -153,14 +153,15 @@ def run_finetune(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps, grad_accum_steps=args.grad_accum, eval_interval=args.eval_interval,
         eval_batches=args.eval_batches, out_dir=str(out_dir), seed=args.seed, device=str(device),
         resume_from=str(out_dir / "last.pt") if args.resume else None, progress=args.progress,
-        metrics=accuracies, extra_checkpoint_info={"task": task, "model_type": name},
+        metrics=accuracies, precision=args.precision, extra_checkpoint_info={"task": task, "model_type": name},
     )
+    print(f"device {trainer.device}, {trainer.precision_choice.describe()}")
     with sigterm_as_ctrl_c():          # `kill` saves last.pt like Ctrl-C does
         trainer.train()
     results = {split: calc_accuracy_loader(loader, classifier, device)
                for split, loader in (("train", train_loader), ("validation", val_loader), ("test", test_loader))}
     minutes = (time.perf_counter() - started) / 60
-    scores = {"accuracy": results, "minutes": minutes, "settings": {k: v for k, v in vars(args).items()
+    scores = {"accuracy": results, "minutes": minutes, "precision": trainer.precision, "settings": {k: v for k, v in vars(args).items()
                                                                     if k != "handler"}}
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=1, default=str) + "\n")
     print("accuracy: " + ", ".join(f"{split} {value:.2%}" for split, value in results.items())

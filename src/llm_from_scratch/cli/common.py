@@ -15,6 +15,14 @@ def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
     parser.add_argument(*spellings, dest=name, **kwargs)
 
 
+def add_precision_flag(parser) -> None:
+    """--precision, the same for every command that trains (see training/precision.py)."""
+    add_flag(parser, "precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+             help="auto (default: bf16 on GPUs, and on AMX CPUs when a measured step of this model is "
+                  "faster in bf16; else fp32), fp32, bf16 (autocast, CPU or GPU) or fp16 (CUDA, with a "
+                  "gradient scaler). LLMFS_CPU_BF16=1|0 forces auto's choice on a CPU")
+
+
 class CommandError(Exception):
     """A problem with the user's input: printed as a one-line error, exit code 2, no traceback."""
 

@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from llm_from_scratch.cli.common import sigterm_as_ctrl_c
+from llm_from_scratch.cli.common import add_precision_flag, sigterm_as_ctrl_c
 
 
 def add_parser(subparsers) -> None:
@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
                    help="where checkpoints, the log and loss.png go (default: %(default)s)")
     p.add_argument("--prompt", default="Mia went to", help="prompt for the samples (default: %(default)r)")
     p.add_argument("--seed", type=int, default=123)
+    add_precision_flag(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from llm_from_scratch.model import GPTModel
     from llm_from_scratch.tokenizers import CharTokenizer
     from llm_from_scratch.training import GPTTrainer
+    from llm_from_scratch.training.trainer import validation_summary
 
     torch.manual_seed(args.seed)
     text = tiny_stories(num_stories=2000)
@@ -50,14 +52,14 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     trainer = GPTTrainer(model, train_loader, val_loader, tokenizer=tokenizer, max_steps=args.max_steps,
                          lr=2e-3, eval_interval=max(1, args.max_steps // 10), sample_prompt=args.prompt,
-                         out_dir=args.out_dir, seed=args.seed, progress=args.progress,
+                         out_dir=args.out_dir, seed=args.seed, progress=args.progress, precision=args.precision,
                          extra_checkpoint_info={"model_type": "gpt-micro"})
+    print(f"device {trainer.device}, {trainer.precision_choice.describe()}")
     with sigterm_as_ctrl_c():
         history = trainer.train()
     minutes = (time.perf_counter() - started) / 60
-    final = history[-1]
-    print(f"\nDone in {minutes:.1f} min: train loss {final['train_loss']:.3f}, validation loss "
-          f"{final['val_loss']:.3f}. Checkpoints, log and loss.png are in {Path(args.out_dir).resolve()}")
+    print(f"\nDone in {minutes:.1f} min: train loss {history[-1]['train_loss']:.3f}, {validation_summary(history)}. "
+          f"Checkpoints, log and loss.png are in {Path(args.out_dir).resolve()}")
 
     generator = torch.Generator(device=trainer.device).manual_seed(args.seed)
     idx = text_to_token_ids(args.prompt, tokenizer).to(trainer.device)

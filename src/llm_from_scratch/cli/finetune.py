@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from llm_from_scratch.cli.common import add_flag, sigterm_as_ctrl_c
+from llm_from_scratch.cli.common import add_flag, add_precision_flag, sigterm_as_ctrl_c
 from llm_from_scratch.cli.generate import add_model_flags, load_from_args
 
 
@@ -49,6 +49,7 @@ def add_training_flags(p, epochs: float, lr: float, eval_interval: int | None, e
     add_flag(g, "resume", action="store_true", help="continue <out_dir>/last.pt exactly")
     add_flag(g, "seed", type=int, default=123)
     add_flag(g, "device", default="auto")
+    add_precision_flag(g)
     add_flag(g, "progress", action=argparse.BooleanOptionalAction, default=True)
 
 
@@ -122,8 +123,9 @@ def run_instruct(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps, grad_accum_steps=args.grad_accum, eval_interval=args.eval_interval,
         eval_batches=args.eval_batches, out_dir=str(out_dir), seed=args.seed, device=str(device),
         resume_from=str(out_dir / "last.pt") if args.resume else None, progress=args.progress,
-        extra_checkpoint_info={"task": task, "model_type": name, "lora": lora_info},
+        precision=args.precision, extra_checkpoint_info={"task": task, "model_type": name, "lora": lora_info},
     )
+    print(f"device {trainer.device}, {trainer.precision_choice.describe()}")
     with sigterm_as_ctrl_c():          # `kill` saves last.pt like Ctrl-C does
         trainer.train()
     model.eval()
@@ -140,6 +142,7 @@ def run_instruct(args: argparse.Namespace) -> int:
                                                  "tokenizer": tokenizer.to_config(), "task": task,
                                                  "model_type": name})
     scores["minutes"] = (time.perf_counter() - started) / 60
+    scores["precision"] = trainer.precision
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
     line = (f"after fine-tuning: exact match {scores['after']['exact_match']:.1%}, answer contained "
             f"{scores['after']['contains_answer']:.1%}")

@@ -19,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from llm_from_scratch.cli.common import CommandError, add_flag, sigterm_as_ctrl_c
+from llm_from_scratch.cli.common import CommandError, add_flag, add_precision_flag, sigterm_as_ctrl_c
 
 # The no-flag main job: a character-level gpt-micro on Shakespeare, a few minutes on a CPU. (With
 # the GPT-2 tokenizer the same model runs ~29x slower on a CPU: its 50,257-way output layer
@@ -52,9 +52,7 @@ def add_parser(subparsers) -> None:
     add_flag(g, "warmup_steps", type=int, default=None)
     add_flag(g, "weight_decay", type=float, default=0.1)
     add_flag(g, "grad_clip", type=float, default=1.0)
-    add_flag(g, "precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-             help="auto (bf16 on GPUs and AMX CPUs, where it is faster; else fp32), fp32, bf16 "
-                  "(autocast, CPU or GPU) or fp16 (CUDA, with a gradient scaler)")
+    add_precision_flag(g)
     add_flag(g, "no_fused_loss", action="store_true",
              help="compute the loss from full logits (the book's way) instead of the fused, chunked "
                   "head + cross-entropy (same result, more memory, slower)")
@@ -123,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from llm_from_scratch.model.config import GPTConfig, preset_config
     from llm_from_scratch.tokenizers import tokenizer_from_config
     from llm_from_scratch.training import GPTTrainer, load_checkpoint
+    from llm_from_scratch.training.trainer import validation_summary
     from llm_from_scratch.training.distributed import init_distributed
     from llm_from_scratch.training.trainer import auto_device
 
@@ -217,16 +216,14 @@ def run(args: argparse.Namespace) -> int:
         extra_checkpoint_info={"model_type": model_type, "dataset": corpus.name},
     )
     if dist_info.is_main:
-        print(f"device {trainer.device}, precision {trainer.precision}"
+        print(f"device {trainer.device}, {trainer.precision_choice.describe()}"
               f"{', fused head + loss' if trainer.fused_loss else ''}")
     with sigterm_as_ctrl_c():
         history = trainer.train()
     if dist_info.is_main and history:
         last = history[-1]
-        best = min(h["val_loss"] for h in history)
         print(f"\nDone in {(time.perf_counter() - started) / 60:.1f} min: step {last['step']}, "
-              f"{last['tokens']:,} tokens, train loss {last['train_loss']:.3f}, validation loss "
-              f"{last['val_loss']:.3f} (best {best:.3f}).\n"
+              f"{last['tokens']:,} tokens, train loss {last['train_loss']:.3f}, {validation_summary(history)}.\n"
               f"  {out_dir / 'best_model.pt'}\n  {out_dir / 'last.pt'}\n  {out_dir / 'loss.png'}\n"
               f"  tensorboard --logdir {out_dir / 'tensorboard'}\n"
               f"Generate: llmfs generate --checkpoint {out_dir / 'best_model.pt'} --prompt {sample_prompt!r}")

@@ -9,10 +9,7 @@
   for `transformers` alike (benchmarks/bench_training.py). The cost: memory freed by the
   process is kept for reuse instead of being returned to the system.
 
-* `pick_precision("auto")`: bf16 autocast only pays where the hardware multiplies bf16
-  matrices faster than fp32: CUDA GPUs with bf16 support, and CPUs with AMX tiles (Intel
-  Sapphire Rapids and newer). On CPUs with only AVX-512 (like the machines this project is
-  developed on) bf16 matrix multiplies run at about half the fp32 speed, so "auto" picks fp32.
+* Which precision (fp32 or bf16) is faster for a model on this CPU is decided in `precision.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ import ctypes
 import os
 import sys
 
-import torch
 
 NO_MALLOC_TUNING_ENV = "LLMFS_NO_MALLOC_TUNING"
 
@@ -53,23 +49,3 @@ def keep_freed_memory() -> bool:
     ok &= mallopt(_M_TOP_PAD, 256 * 2**20) == 1        # grow the heap in 256 MB steps
     _tuned = bool(ok)
     return _tuned
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when this CPU has AMX tiles, the units that make bf16 matmuls faster than fp32."""
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except RuntimeError:
-        return False
-
-
-def pick_precision(precision: str, device: torch.device) -> str:
-    """Resolve "auto" to fp32 or bf16 for this device; other values pass through."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
-    return "fp32"

@@ -13,9 +13,14 @@ def plot_losses(history: list[dict[str, float]], path: str | Path) -> Path:
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, [h["train_loss"] for h in history], label="train loss", marker="o", markersize=3)
-    if any(h["val_loss"] == h["val_loss"] for h in history):  # any non-NaN
-        ax.plot(steps, [h["val_loss"] for h in history], label="validation loss", linestyle="--",
-                marker="o", markersize=3)
+    validation = [(h["step"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
+    if validation:  # none without validation data
+        ax.plot([p[0] for p in validation], [p[1] for p in validation], label="validation loss (sample)",
+                linestyle="--", marker="o", markersize=3)
+    final = [(h["step"], h["final_val_loss"]) for h in history if h.get("final_val_loss") is not None]
+    if final:
+        ax.plot([p[0] for p in final], [p[1] for p in final], label="final validation loss (whole split, fp32)",
+                linestyle="none", marker="*", markersize=10)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss")
     ax.legend()

@@ -33,12 +33,12 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from llm_from_scratch.training.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
-from llm_from_scratch.training.cpu_speed import keep_freed_memory, pick_precision
+from llm_from_scratch.training.cpu_speed import keep_freed_memory
 from llm_from_scratch.training.distributed import DistInfo, EpochBatchSampler, all_reduce_mean, init_distributed
-from llm_from_scratch.training.losses import calc_loss_batch, calc_loss_loader, perplexity
+from llm_from_scratch.training.evaluation import sample_indices, scored_targets, split_loss
+from llm_from_scratch.training.losses import calc_loss_batch, perplexity
 from llm_from_scratch.training.optim import build_optimizer, build_scheduler
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from llm_from_scratch.training.precision import PRECISIONS, PrecisionChoice, choose_precision, model_step_timer
 
 
 @dataclass
@@ -58,14 +58,16 @@ class TrainerConfig:
     grad_accum_steps: int = 1
     # Evaluation and output
     eval_interval: int | None = None  # default: 10 evaluations per run
-    eval_batches: int = 20
+    eval_batches: int = 20            # batches per evaluation: a fixed, seeded sample of the whole split
+    final_eval_tokens: int | None = 1_000_000  # the end-of-run fp32 loss: whole split up to this many
+                                      # tokens, else a seeded sample of about this size (None: always all)
     sample_prompt: str | None = None  # needs a tokenizer
     sample_tokens: int = 50
     out_dir: str | None = None        # where checkpoints, log and plot go (None: nowhere)
     resume_from: str | None = None    # a last.pt to continue from
     # Hardware
     device: str = "auto"              # auto | cpu | cuda | mps
-    precision: str = "auto"           # auto | fp32 | bf16 | fp16 (fp16 needs CUDA); see cpu_speed.py
+    precision: str = "auto"           # auto | fp32 | bf16 | fp16 (fp16 needs CUDA); see precision.py
     compile: bool = False
     # Speed-ups that do not change the math (see model/linear_cross_entropy.py, cpu_speed.py)
     fused_loss: bool = True           # head + cross-entropy in chunks, no (b, T, vocab) logits kept
@@ -73,6 +75,19 @@ class TrainerConfig:
     tune_malloc: bool = True          # CPU/glibc: reuse freed big blocks (no page faults per step)
     seed: int = 123
     progress: bool = True
+
+
+def validation_summary(history: list[dict[str, Any]]) -> str:
+    """The validation figures of a finished run, for the last line a command prints."""
+    last = history[-1]
+    sampled = [h["val_loss"] for h in history if h.get("val_loss") is not None]
+    if not sampled:
+        return "no validation data"
+    text = f"validation loss {last['val_loss']:.3f} (best {min(sampled):.3f}; sampled windows)"
+    if last.get("final_val_loss") is not None:
+        where = "whole split" if last.get("final_val_whole_split") else "large sample"
+        text += f", final {last['final_val_loss']:.4f} ({where}, fp32)"
+    return text
 
 
 def auto_device(name: str = "auto") -> torch.device:
@@ -131,11 +146,10 @@ class GPTTrainer:
         if cfg.grad_accum_steps < 1:
             raise ValueError("grad_accum_steps must be >= 1")
         self.device = auto_device(cfg.device)
-        self.precision = pick_precision(cfg.precision, self.device)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 (CPU and GPU) or fp32.")
         if self.device.type == "cpu" and cfg.tune_malloc:
             keep_freed_memory()
-        if self.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("fp16 training needs a CUDA GPU; use --precision bf16 (CPU and GPU) or fp32.")
         self.dist: DistInfo = init_distributed(self.device.type)
         if self.dist.is_distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -154,7 +168,6 @@ class GPTTrainer:
         self.eval_interval = cfg.eval_interval or max(1, self.total_steps // 10)
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas)
         self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps, cfg.min_lr_ratio)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.state = TrainState()
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
         self.ddp_model = None
@@ -169,8 +182,41 @@ class GPTTrainer:
         self.fused_loss = cfg.fused_loss and "targets" in inspect.signature(self.model.forward).parameters
         self._use_sparse_embedding_grad()
         self._tensorboard = None
-        if cfg.resume_from:
-            self.resume(cfg.resume_from)
+        resumed = load_checkpoint(cfg.resume_from, map_location=self.device) if cfg.resume_from else None
+        self.precision_choice = self._choose_precision(resumed)
+        self.precision = self.precision_choice.name
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        if resumed is not None:
+            self.resume(cfg.resume_from, resumed)
+
+    # ----------------------------------------------------------------------------- precision
+    def _choose_precision(self, resumed: dict | None) -> PrecisionChoice:
+        """fp32/bf16/fp16 for this run (see precision.py). A resumed run keeps the precision it
+        started with; under torchrun every rank takes rank 0's choice."""
+        requested = self.config.precision
+        if requested == "auto" and resumed is not None and resumed.get("precision") in PRECISIONS:
+            choice = PrecisionChoice(resumed["precision"], "auto: kept from the run being resumed")
+        else:
+            timer, shape_key = self._precision_step_timer() if requested == "auto" else (None, None)
+            choice = choose_precision(requested, self.device, timer, shape_key)
+        if self.dist.is_distributed:
+            shared = [choice]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            choice = shared[0]
+        return choice
+
+    def _precision_step_timer(self):
+        """(timer, shape key) for precision "auto": one forward + backward step on the first
+        training batch (see precision.model_step_timer)."""
+        if self.device.type != "cpu":
+            return None, None
+        dataset = self.train_loader.dataset
+        rows = [dataset[i] for i in range(min(self.batch_size or 1, len(dataset)))]
+        inputs, targets = (t.to(self.device) for t in self.train_loader.collate_fn(rows))
+
+        def loss(model, x, y):
+            return model(x, targets=y) if self.fused_loss else calc_loss_batch(x, y, model, self.device)
+        return model_step_timer(self.model, inputs, targets, loss, f"fused loss {self.fused_loss}")
 
     # ----------------------------------------------------------------------------- schedule
     def _per_rank_loader(self, loader: DataLoader) -> DataLoader:
@@ -292,6 +338,8 @@ class GPTTrainer:
             accuracy_keys = [key for key in state.history[-1] if key.endswith("accuracy")]
             if accuracy_keys:
                 plot_metrics(state.history, accuracy_keys, self.out_dir / "accuracy.png", ylabel="accuracy")
+        if self.dist.is_distributed:  # every rank returns when rank 0 has written everything
+            torch.distributed.barrier()
         return state.history
 
     def _train_step(self, batches) -> float:
@@ -363,49 +411,81 @@ class GPTTrainer:
 
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self) -> tuple[float, float]:
-        """(train loss, validation loss) over `eval_batches` batches each, in eval mode.
+        """(train loss, validation loss) in eval mode, each over the same fixed, seeded sample of
+        `eval_batches` batches of windows spread over the whole split at every evaluation (see
+        evaluation.py). The validation loss is nan when there is no validation data.
 
-        Under torchrun each rank evaluates its slice of the same global batches and the results
-        are averaged, so the figures equal a single process's with the global batch size.
+        Under torchrun each rank scores its slice of every batch and the sums are added up, so
+        the figures equal a single process's.
         """
         self.model.eval()
-        with torch.no_grad(), self._autocast():
-            # A fresh unshuffled view of the training data: evaluating must not touch the
-            # shuffling order of training.
-            train_loss = self._eval_loss(self.train_loader.dataset, self.batch_size, self.train_loader.collate_fn)
-            val_loss = float("nan")
-            if self.val_loader is not None and self.val_loader.batch_size is None:  # a custom loader
-                val_loss = self.loader_loss(self.val_loader)
-            elif self.val_loader is not None:
-                val_loss = self._eval_loss(self.val_loader.dataset, self.val_loader.batch_size,
-                                           self.val_loader.collate_fn)
-        self.model.train()
+        try:
+            with self._autocast():
+                # Views of the datasets, not the training loader: evaluating must not touch the
+                # shuffling order of training.
+                train_loss = self._sampled_loss(self.train_loader.dataset, self.batch_size,
+                                                self.train_loader.collate_fn, seed_offset=1)
+                val_loss = float("nan")
+                if self.val_loader is not None and self.val_loader.batch_size is None:  # a custom loader
+                    val_loss = self.loader_loss(self.val_loader, self.config.eval_batches)
+                elif self.val_loader is not None:
+                    val_loss = self._sampled_loss(self.val_loader.dataset, self.val_loader.batch_size,
+                                                  self.val_loader.collate_fn)
+        finally:
+            self.model.train()
         return train_loss, val_loss
 
-    def _eval_loss(self, dataset, batch_size: int, collate_fn=None) -> float:
-        sampler = EpochBatchSampler(len(dataset), batch_size, shuffle=False, drop_last=False,
-                                    rank=self.dist.rank, world_size=self.dist.world_size)
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)
-        return all_reduce_mean(self.loader_loss(loader), self.dist)
+    def batch_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss of one batch, without wrappers: the model's own loss (`model(x, targets=y)`,
+        which also covers models such as a classifier whose loss is not next-token cross-entropy)
+        with the fused loss, else the book's `calc_loss_batch`."""
+        if self.fused_loss:
+            return self.model(inputs.to(self.device), targets=targets.to(self.device))
+        return calc_loss_batch(inputs, targets, self.model, self.device)
 
-    def loader_loss(self, loader) -> float:
-        """Mean loss over the first `eval_batches` batches of `loader` (no gradients).
+    def _sampled_loss(self, dataset, batch_size: int, collate_fn, seed_offset: int = 0) -> float:
+        # eval_batches global batches (batch_size is per process): the same windows for any world size
+        indices = sample_indices(len(dataset), self.config.eval_batches * batch_size * self.dist.world_size,
+                                 self.config.seed + seed_offset)
+        return split_loss(self.batch_loss, dataset, indices, batch_size, collate_fn, self.dist)[0]
 
-        With the fused loss it asks the model itself (`model(x, targets=y)`), which also covers
-        models whose loss is not next-token cross-entropy over (b, T, vocab) logits, such as a
-        classifier; otherwise it is the book's `calc_loss_loader`.
-        """
-        if not self.fused_loss:
-            return calc_loss_loader(loader, self.model, self.device, self.config.eval_batches)
-        if len(loader) == 0:
-            return float("nan")
-        losses = []
+    def loader_loss(self, loader, max_batches: int | None = None) -> float:
+        """Mean loss per scored target over the first `max_batches` batches of `loader` (all by
+        default), for a validation loader that brings its own batch sampler."""
+        total, count = 0.0, 0
         with torch.no_grad():
             for i, (inputs, targets) in enumerate(loader):
-                if i >= self.config.eval_batches:
+                if max_batches is not None and i >= max_batches:
                     break
-                losses.append(self.model(inputs.to(self.device), targets=targets.to(self.device)).item())
-        return sum(losses) / len(losses)
+                n = scored_targets(targets)
+                if n:
+                    total += self.batch_loss(inputs, targets).item() * n
+                    count += n
+        return total / count if count else float("nan")
+
+    def final_validation_loss(self) -> dict[str, Any] | None:
+        """The number to compare runs by: the loss over the whole validation split, in fp32.
+
+        A split of more than `final_eval_tokens` targets is scored on a seeded sample of windows
+        of about that many targets instead (the result says which). None without validation data.
+        """
+        if self.val_loader is None:
+            return None
+        self.model.eval()
+        try:
+            if self.val_loader.batch_size is None:  # a custom loader: all of it
+                return {"loss": self.loader_loss(self.val_loader), "whole_split": True}
+            dataset, batch_size = self.val_loader.dataset, self.val_loader.batch_size
+            limit = self.config.final_eval_tokens
+            per_window = max(1, scored_targets(self.val_loader.collate_fn([dataset[0]])[1]))
+            indices = sample_indices(len(dataset), None if limit is None else max(1, limit // per_window),
+                                     self.config.seed + 2)
+            bar = "final validation loss" if self.config.progress and len(indices) > 50 * batch_size else None
+            loss, count = split_loss(self.batch_loss, dataset, indices, batch_size, self.val_loader.collate_fn,
+                                     self.dist, progress=bar)
+            return {"loss": loss, "tokens": count, "whole_split": len(indices) == len(dataset)}
+        finally:
+            self.model.train()
 
     def sample(self, prompt: str | None = None) -> str | None:
         prompt = prompt or self.config.sample_prompt
@@ -429,29 +509,51 @@ class GPTTrainer:
 
     def _evaluate_and_save(self, last_train_loss: float, tokens_per_s: float, progress) -> None:
         state = self.state
+        final = None
         with torch.random.fork_rng(devices=[]):  # evaluating must not change training's randomness
             train_loss, val_loss = self.evaluate()
+            if state.step == self.total_steps:
+                final = self.final_validation_loss()
             extra = self._extra_metrics()
             sample = self.sample() if self.dist.is_main else None
+        has_val = not math.isnan(val_loss)
         record = {"step": state.step, "tokens": state.tokens_seen, "epoch": state.epoch,
-                  "train_loss": train_loss, "val_loss": val_loss, "step_loss": last_train_loss,
-                  "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s, **extra}
+                  "train_loss": train_loss, "val_loss": val_loss if has_val else None, "step_loss": last_train_loss,
+                  "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s, "precision": self.precision,
+                  **extra}
+        if final is not None and not math.isnan(final["loss"]):
+            record.update(final_val_loss=final["loss"], final_val_whole_split=final["whole_split"],
+                          final_val_tokens=final.get("tokens"))
         state.history.append(record)
+        validation = (f"val loss {val_loss:.3f} (ppl {perplexity(val_loss):.1f})" if has_val
+                      else "no validation data")
         message = (f"step {state.step}/{self.total_steps} | tokens {state.tokens_seen:,} | train loss {train_loss:.3f} "
-                   f"| val loss {val_loss:.3f} (ppl {perplexity(val_loss):.1f}) | {tokens_per_s:,.0f} tok/s"
+                   f"| {validation} | {tokens_per_s:,.0f} tok/s"
                    + "".join(f" | {name} {value:.3f}" for name, value in extra.items()))
+        final_line = ""
+        if "final_val_loss" in record:
+            tokens = f"{record['final_val_tokens']:,} tokens" if record["final_val_tokens"] else "all batches"
+            how = (f"the whole validation split ({tokens})" if record["final_val_whole_split"]
+                   else f"a seeded sample of the validation split ({tokens})")
+            final_line = (f"\nfinal validation loss {record['final_val_loss']:.4f} (ppl "
+                          f"{perplexity(record['final_val_loss']):.2f}) over {how}, fp32")
         if not self.dist.is_main:
             return
-        self._log_scalars({"eval/train_loss": train_loss, "eval/val_loss": val_loss,
-                           "eval/val_perplexity": perplexity(val_loss), "speed/tokens_per_s": tokens_per_s,
-                           **{f"eval/{name}": value for name, value in extra.items()}})
-        (progress.write if progress is not None else print)(message + (f"\n  sample: {sample!r}" if sample else ""))
+        scalars = {"eval/train_loss": train_loss, "speed/tokens_per_s": tokens_per_s,
+                   **{f"eval/{name}": value for name, value in extra.items()}}
+        if has_val:
+            scalars.update({"eval/val_loss": val_loss, "eval/val_perplexity": perplexity(val_loss)})
+        self._log_scalars(scalars)
+        message += f"\n  sample: {sample!r}" if sample else ""
+        (progress.write if progress is not None else print)(message + final_line)
         if self.out_dir is not None:
             with open(self.out_dir.mkdir(parents=True, exist_ok=True) or self.out_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
             checkpoint = self.checkpoint_state()
-            if val_loss < state.best_val_loss or (math.isnan(val_loss) and state.step == self.total_steps):
-                state.best_val_loss = val_loss if not math.isnan(val_loss) else state.best_val_loss
+            if "final_val_loss" in record:
+                checkpoint["final_val_loss"] = record["final_val_loss"]
+            if (has_val and val_loss < state.best_val_loss) or (not has_val and state.step == self.total_steps):
+                state.best_val_loss = val_loss if has_val else state.best_val_loss
                 checkpoint["best_val_loss"] = state.best_val_loss
                 save_checkpoint(self.out_dir / "best_model.pt", checkpoint)
             save_checkpoint(self.out_dir / "last.pt", checkpoint)
@@ -469,11 +571,14 @@ class GPTTrainer:
             "train_state": asdict(self.state),
             "trainer_config": asdict(self.config),
             "rng": _rng_state(),
+            "precision": self.precision,
+            "precision_reason": self.precision_choice.reason,
             **self.extra_checkpoint_info,
         }
 
-    def resume(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path, map_location=self.device)
+    def resume(self, path: str | Path, ckpt: dict[str, Any] | None = None) -> None:
+        """Continue from a full training checkpoint (last.pt); `ckpt` if it is already loaded."""
+        ckpt = ckpt if ckpt is not None else load_checkpoint(path, map_location=self.device)
         for key in ("model", "optimizer", "scheduler", "train_state", "rng"):
             if key not in ckpt:
                 raise ValueError(f"{path} cannot be resumed from: it has no {key!r} entry "
