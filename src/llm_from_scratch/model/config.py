@@ -72,6 +72,19 @@ class GPTConfig:
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
 
+    def architecture(self):
+        """GPT-2 as a configuration of the decoder core: LayerNorm, learned positions, GELU
+        feed-forward 4x wide, biases everywhere (the qkv bias is optional), every head with its
+        own keys and values."""
+        from llm_from_scratch.model.decoder import Architecture
+
+        return Architecture(
+            vocab_size=self.vocab_size, context_length=self.context_length, emb_dim=self.emb_dim,
+            n_layers=self.n_layers, n_heads=self.n_heads, n_kv_heads=self.n_heads, head_dim=self.head_dim,
+            hidden_dim=4 * self.emb_dim, norm="layernorm", norm_eps=1e-5, positions="learned", mlp="gelu",
+            qkv_bias=self.qkv_bias, out_bias=True, mlp_bias=True, tie_weights=self.tie_weights,
+            drop_rate=self.drop_rate)
+
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> "GPTConfig":
         """Accept the book's dict (or a dict saved by `to_dict`)."""

@@ -1,0 +1,212 @@
+"""The one decoder-only language model every family is built from (GPT-2, Llama, Qwen3, ...).
+
+    token ids (b, T)
+      -> token embedding (+ learned position embedding, for GPT-2)   (b, T, emb_dim)
+      -> dropout
+      -> n_layers x DecoderBlock:                                  (b, T, emb_dim)
+             x = x + attention(norm1(x))      (RoPE inside, for Llama-family models)
+             x = x + feed_forward(norm2(x))
+      -> final norm
+      -> output head (linear to the vocabulary)                    (b, T, vocab_size) = logits
+
+Everything that differs between families is a switch of `Architecture`: which norm (LayerNorm
+or RMSNorm), how positions enter (a learned table or RoPE with its base and scaling), the
+attention's key/value heads, biases, QK-norm and sliding window, the feed-forward (GELU or
+SwiGLU), and whether the head shares the embedding matrix. A family is then only a
+configuration class with an `architecture()` method (`config.py`: GPT-2, `llama.py`: Llama,
+`qwen3.py`: Qwen3) plus a map from its published weight names to ours (`weights/`).
+
+Attribute names are the book's (`tok_emb`, `pos_emb`, `trf_blocks`, `att`, `ff`, `norm1`,
+`norm2`, `final_norm`, `out_head`), so checkpoints of every earlier version keep loading.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from llm_from_scratch.model.fused_attention import CausalSelfAttention
+from llm_from_scratch.model.kv_cache import KVCache
+from llm_from_scratch.model.layers import FeedForward, LayerNorm, RMSNorm, SwiGLUFeedForward
+from llm_from_scratch.model.linear_cross_entropy import linear_cross_entropy
+from llm_from_scratch.model.rope import RotaryEmbedding
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Every switch of the decoder core; each family's config says how to set them."""
+    vocab_size: int
+    context_length: int
+    emb_dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    hidden_dim: int               # width inside the feed-forward
+    norm: str                     # "layernorm" | "rmsnorm"
+    norm_eps: float
+    positions: str                # "learned" | "rope"
+    mlp: str                      # "gelu" | "swiglu"
+    qkv_bias: bool
+    out_bias: bool                # bias of the attention's output projection
+    mlp_bias: bool
+    tie_weights: bool
+    drop_rate: float
+    rope_base: float = 10000.0
+    rope_scaling: float = 1.0
+    qk_norm: bool = False
+    sliding_window: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("norm", ("layernorm", "rmsnorm")), ("positions", ("learned", "rope")),
+                              ("mlp", ("gelu", "swiglu"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"head_dim ({self.head_dim}) must be even: RoPE rotates pairs of dimensions")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"sliding_window must be a positive number of tokens, got {self.sliding_window}")
+
+
+def make_norm(arch: Architecture, dim: int) -> nn.Module:
+    return LayerNorm(dim, arch.norm_eps) if arch.norm == "layernorm" else RMSNorm(dim, arch.norm_eps)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm block: x + attention(norm1(x)), then x + feed_forward(norm2(x)).
+
+    The residual ("shortcut") connections let gradients flow straight through deep stacks.
+    """
+
+    def __init__(self, arch: Architecture):
+        super().__init__()
+        self.att = CausalSelfAttention(arch.emb_dim, arch.n_heads, arch.n_kv_heads, arch.head_dim,
+                                       qkv_bias=arch.qkv_bias, out_bias=arch.out_bias, qk_norm=arch.qk_norm,
+                                       norm_eps=arch.norm_eps, dropout=arch.drop_rate,
+                                       sliding_window=arch.sliding_window)
+        if arch.mlp == "gelu":
+            self.ff = FeedForward(arch.emb_dim, arch.hidden_dim)
+        else:
+            self.ff = SwiGLUFeedForward(arch.emb_dim, arch.hidden_dim, bias=arch.mlp_bias)
+        self.norm1 = make_norm(arch, arch.emb_dim)
+        self.norm2 = make_norm(arch, arch.emb_dim)
+        self.drop_shortcut = nn.Dropout(arch.drop_rate)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer_idx: int = 0,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        # x: (b, T, emb_dim) throughout
+        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache, layer_idx, rope))
+        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        return x
+
+
+class DecoderLM(nn.Module):
+    """token ids (b, T) -> logits (b, T, vocab_size), for any family's configuration.
+
+    `cfg` is the family's configuration object (`GPTConfig`, `LlamaConfig`, `Qwen3Config`); it
+    is kept as `model.cfg` (checkpoints record `cfg.to_dict()`), and `cfg.architecture()` says
+    how to build the model.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.arch = arch = cfg.architecture()
+        self.tok_emb = nn.Embedding(arch.vocab_size, arch.emb_dim)
+        if arch.positions == "learned":
+            self.pos_emb = nn.Embedding(arch.context_length, arch.emb_dim)
+        else:
+            self.rope = RotaryEmbedding(arch.head_dim, arch.context_length, arch.rope_base, arch.rope_scaling)
+        self.drop_emb = nn.Dropout(arch.drop_rate)
+        self.trf_blocks = nn.Sequential(*[DecoderBlock(arch) for _ in range(arch.n_layers)])
+        self.final_norm = make_norm(arch, arch.emb_dim)
+        self.out_head = nn.Linear(arch.emb_dim, arch.vocab_size, bias=False)
+        self.reset_parameters()
+        self.tie_weights()
+
+    def reset_parameters(self) -> None:
+        """GPT-2's initialization: N(0, 0.02) weights, zero biases, norms at 1 (and 0), and the
+        projections back into the residual stream scaled down by 1/sqrt(2 * n_layers) so the
+        residual stream's variance does not grow with depth. (The book keeps PyTorch's
+        defaults; this trains better from scratch.) Loaders of pretrained weights overwrite it."""
+        if self.tok_emb.weight.device.type == "meta":
+            return
+        residual_std = 0.02 / math.sqrt(2 * self.arch.n_layers)
+        residual_out = {id(m) for block in self.trf_blocks for m in (block.att.out_proj, block.ff.output_layer)}
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=residual_std if id(module) in residual_out else 0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+
+    def tie_weights(self) -> None:
+        """With a tied configuration the head reuses the input embedding matrix (GPT-2 and
+        SmolLM2 do): the same vector space for "this token is here" and "this token comes next".
+        Call again after `load_state_dict(..., assign=True)`, which unties them."""
+        if self.arch.tie_weights:
+            self.out_head.weight = self.tok_emb.weight
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Parameters counted once (a tied embedding/head matrix counts once)."""
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
+        return sum(p.numel() for p in params.values())
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty cache sized for this model (n_kv_heads heads; dtype and device of its weights)."""
+        arch, weight = self.arch, self.tok_emb.weight
+        return KVCache(arch.n_layers, batch_size, arch.n_kv_heads, arch.head_dim,
+                       max_len or arch.context_length, dtype=weight.dtype, device=weight.device)
+
+    def forward(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None,
+                only_last: bool = False, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """in_idx: (b, T) token ids -> logits (b, T, vocab_size), or (b, 1, vocab_size) with only_last.
+
+        With a `kv_cache`, `in_idx` holds only the new tokens; their positions continue after
+        the cached ones.
+
+        With `targets` (b, T) it returns the training loss instead (a scalar: the mean
+        cross-entropy, ignoring targets of -100), computed by `linear_cross_entropy` without
+        ever building the (b, T, vocab_size) logits; equal to
+        ``F.cross_entropy(self(in_idx).flatten(0, 1), targets.flatten())``.
+        """
+        x = self.hidden_states(in_idx, kv_cache)
+        if targets is not None:
+            return linear_cross_entropy(x, self.out_head.weight, targets)
+        if only_last:
+            x = x[:, -1:, :]  # the head is the most expensive matmul: skip positions we don't need
+        return self.out_head(x)  # (b, T, vocab_size)
+
+    def hidden_states(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Everything but the output head: (b, T) token ids -> (b, T, emb_dim) after the final norm."""
+        _, seq_len = in_idx.shape
+        context = self.arch.context_length
+        start = kv_cache.length if kv_cache is not None else 0
+        if start + seq_len > context:
+            raise ValueError(
+                f"Input of {start + seq_len} tokens is longer than the model's context_length "
+                f"({context}). Keep only the last {context} tokens (generate() does this for you) "
+                "or use a model with a longer context."
+            )
+        if kv_cache is None:
+            positions = torch.arange(seq_len, device=in_idx.device)
+        else:
+            positions = kv_cache.positions(seq_len)  # (T,), or (b, T) for left-padded rows
+        x = self.tok_emb(in_idx)                     # (b, T, emb_dim)
+        rope = None
+        if self.arch.positions == "learned":
+            x = x + self.pos_emb(positions)
+        else:
+            rope = self.rope(positions)              # cos, sin: shared by all layers
+        x = self.drop_emb(x)
+        for layer_idx, block in enumerate(self.trf_blocks):
+            x = block(x, kv_cache, layer_idx, rope)
+        if kv_cache is not None:
+            kv_cache.advance(seq_len)
+        return self.final_norm(x)
