@@ -39,7 +39,7 @@ test: setup
 # test that only holds in fp32 fails on every machine, not just on CPUs where "auto" picks bf16.
 BF16_TESTS := tests/test_precision.py tests/test_training.py tests/test_evaluation.py tests/test_train_cli.py \
 	tests/test_linear_cross_entropy.py tests/test_finetune.py tests/test_finetune_cli.py tests/test_seed_api.py \
-	tests/test_cli.py
+	tests/test_cli.py tests/test_pipelines.py
 test-bf16: setup
 	LLMFS_CPU_BF16=1 $(BIN)/python -m pytest -q $(BF16_TESTS)
 

@@ -32,10 +32,10 @@ from harness import available_cores, cpu_model  # noqa: E402
 
 # name -> (llmfs train flags, steps)
 CONFIGS = {
-    "gpt-micro ctx64 b12": (["--model_type", "gpt-micro", "--context_length", "64", "--batch_size", "12"], 400),
-    "gpt-micro (main job)": (["--model_type", "gpt-micro"], 300),
-    "gpt-mini": (["--model_type", "gpt-mini", "--batch_size", "8"], 60),
-    "gpt-small": (["--model_type", "gpt-small", "--batch_size", "4"], 20),
+    "gpt-micro ctx64 b12": (["--model_type", "gpt-micro", "--context_length", "64", "--batch_size", "12"], 300),
+    "gpt-micro (main job)": (["--model_type", "gpt-micro"], 200),
+    "gpt-mini": (["--model_type", "gpt-mini", "--batch_size", "8"], 30),
+    "gpt-small": (["--model_type", "gpt-small", "--batch_size", "4"], 10),
 }
 PRECISIONS = ("auto", "fp32", "bf16")
 OUT = Path(__file__).resolve().parent / "results"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from llm_from_scratch.batched_generation import BatchedDecoding, generate_batch
+from llm_from_scratch.generation import BatchedDecoding, generate_batch
 from llm_from_scratch.generation import generate
 from llm_from_scratch.model import GPTConfig, GPTModel
 
@@ -74,3 +74,40 @@ def test_batched_greedy_equals_one_by_one_for_llama():
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 71, (n,), generator=g).tolist() for n in (2, 9, 5)]
     assert generate_batch(llama, prompts, max_new_tokens=8) == [one_by_one(llama, p, 8) for p in prompts]
+
+
+def test_one_decoding_loop_slides_the_window_of_padded_rows_like_generate(model):
+    """Rows of different lengths that outgrow a 10-token window: each row's greedy tokens equal
+    `generate` with the same window, alone (the window slides and the rows are prefilled again)."""
+    from llm_from_scratch.generation import DecodingRow, SamplingParams, decode_step
+
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], [16]]
+    rows = [DecodingRow(SamplingParams(max_tokens=14)) for _ in prompts]
+    decoding = BatchedDecoding(model, prompts, 14, requests=rows, context_size=10)
+    while decoding.requests:
+        decode_step(decoding)
+    for row, prompt in zip(rows, prompts):
+        expected = generate(model, torch.tensor([prompt]), 14, context_size=10)[0, len(prompt):].tolist()
+        assert row.token_ids == expected and row.finish_reason == "length"
+
+
+def test_rows_with_their_own_settings_share_a_batch(model):
+    """A sampled row does not disturb the greedy rows beside it; its seed gives the same tokens alone."""
+    from llm_from_scratch.generation import DecodingRow, SamplingParams, decode_step
+
+    def run(prompts, params):
+        rows = [DecodingRow(p, generator=p.make_generator()) for p in params]
+        decoding = BatchedDecoding(model, prompts, 6, requests=rows)
+        while decoding.requests:
+            decode_step(decoding)
+        return [r.token_ids for r in rows]
+    greedy, sampled = SamplingParams(max_tokens=6), SamplingParams(max_tokens=6, temperature=1.0, seed=4)
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    together = run(prompts, [greedy, sampled, greedy])
+    assert together[0] == one_by_one(model, prompts[0], 6) and together[2] == one_by_one(model, prompts[2], 6)
+    assert together[1] == run([prompts[1]], [sampled])[0]
+
+
+def test_no_cache_decoding_needs_rows_of_equal_length(model):
+    with pytest.raises(ValueError, match="equal length"):
+        BatchedDecoding(model, [[1, 2], [3]], 2, use_cache=False)

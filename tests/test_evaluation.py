@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from llm_from_scratch.data.shards import TokenWindowDataset
 from llm_from_scratch.model import GPTModel
-from llm_from_scratch.perplexity import sequence_nll
+from llm_from_scratch.evaluation.perplexity import sequence_nll
 from llm_from_scratch.training import GPTTrainer
 from llm_from_scratch.training.evaluation import sample_indices, split_loss
 

@@ -474,6 +474,22 @@ def test_safetensors_round_trip(tmp_path, bpe_tokenizer, tie):
     fresh.load_state_dict(read_safetensors_checkpoint(path)["model"])
 
 
+def test_safetensors_holds_a_llama_model_too(tmp_path, bpe_tokenizer):
+    from llm_from_scratch.model.llama import LlamaConfig, LlamaModel
+
+    torch.manual_seed(3)
+    model = LlamaModel(LlamaConfig(vocab_size=bpe_tokenizer.vocab_size, context_length=16, emb_dim=32, n_heads=4,
+                                   n_kv_heads=2, n_layers=1, hidden_dim=64)).eval()
+    path = save_model_safetensors(model, tmp_path / "llama.safetensors", tokenizer=bpe_tokenizer)
+    loaded, tokenizer, _ = load_model_safetensors(path)
+    assert type(loaded) is LlamaModel and loaded.out_head.weight is loaded.tok_emb.weight
+    x = torch.tensor([[5, 6, 7, 100]])
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    with pytest.raises(TypeError, match="one of our models"):
+        save_model_safetensors(torch.nn.Linear(2, 2), tmp_path / "linear.safetensors")
+
+
 def test_safetensors_errors(tmp_path, bpe_tokenizer, monkeypatch):
     model = _random_model(bpe_tokenizer.vocab_size)
     path = save_model_safetensors(model, tmp_path / "m.safetensors", {"tokenizer": bpe_tokenizer.to_config()})
@@ -508,3 +524,34 @@ def test_safetensors_errors(tmp_path, bpe_tokenizer, monkeypatch):
     assert path.read_bytes() == good
     assert sorted(os.listdir(tmp_path)) == sorted(["m.safetensors", "trunc.safetensors", "junk.safetensors",
                                                    "foreign.safetensors"])
+
+
+@pytest.mark.parametrize("preset, architecture", [("llama-micro", "LlamaForCausalLM"),
+                                                  ("qwen3-micro", "Qwen3ForCausalLM")])
+def test_export_hf_llama_family_matches_transformers(tmp_path, preset, architecture):
+    """A Llama or Qwen3 model trained here, exported, loads in transformers with the same logits
+    (fp32, 1e-4) and comes back through our own loader unchanged."""
+    from transformers import AutoModelForCausalLM
+
+    from llm_from_scratch.model import create_model
+
+    tokenizer = CharTokenizer(CHAR_TEXT)
+    torch.manual_seed(0)
+    model = create_model(preset, vocab_size=tokenizer.vocab_size, context_length=32, tie_weights=False).eval()
+    with torch.no_grad():  # norms away from 1, so a mix-up of norm scales would show
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.uniform_(0.5, 1.5)
+    out = export_hf(model, tokenizer, tmp_path / "hf")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == [architecture] and config["num_key_value_heads"] == 2
+    hf = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.tensor([tokenizer.encode(CHAR_TEXT[:20])])
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, model(ids), atol=1e-4, rtol=0)
+    # and back through our own loaders (the character vocabulary is a WordLevel tokenizer.json,
+    # which only transformers reads back: the weights are what is checked here)
+    from llm_from_scratch.weights.llama import load_llama_hf
+    from llm_from_scratch.weights.qwen3 import load_qwen3_hf
+    back, _ = (load_qwen3_hf if preset.startswith("qwen3") else load_llama_hf)(out, tokenizer=False)
+    assert type(back) is type(model) and back.cfg == model.cfg and torch.equal(back(ids), model(ids))

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from llm_from_scratch.finetune.classifier import (SequenceClassifier, build_classifier, calc_accuracy_loader,
-                                                  classify_review, load_classifier, set_trainable)
+from llm_from_scratch.evaluation.accuracy import calc_accuracy_loader
+from llm_from_scratch.finetune.classifier import (SequenceClassifier, build_classifier, classify_review,
+                                                  load_classifier, set_trainable)
 from llm_from_scratch.finetune.lora import (LinearWithLoRA, apply_lora, count_parameters, load_lora, merge_lora,
                                             save_lora)
 from llm_from_scratch.model import GPTConfig, GPTModel

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from llm_from_scratch.cli.classify import trim_padding
 from llm_from_scratch.cli.main import main
 from llm_from_scratch.finetune.classifier import SequenceClassifier
 from llm_from_scratch.model import GPTConfig, GPTModel
+from llm_from_scratch.pipelines.classifier import trim_padding
 from llm_from_scratch.tokenizers import get_tokenizer
 from llm_from_scratch.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -123,7 +123,7 @@ def test_evaluate_perplexity_accuracy_and_an_unreachable_judge(base_checkpoint, 
     assert code == 0, err
     value = float(out.split("perplexity ")[1].split()[0])
     from llm_from_scratch.loading import load_model
-    from llm_from_scratch.perplexity import perplexity_of_text
+    from llm_from_scratch.evaluation.perplexity import perplexity_of_text
     loaded = load_model(checkpoint=base_checkpoint, device="cpu")
     expected = perplexity_of_text(loaded.model, loaded.tokenizer, text.read_text(), stride=32)["perplexity"]
     assert value == pytest.approx(expected, rel=1e-3)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 gguf = pytest.importorskip("gguf")
 transformers = pytest.importorskip("transformers")
 
-from llm_from_scratch.chat_template import render_chat, stop_token_ids  # noqa: E402
+from llm_from_scratch.tokenizers.chat_template import render_chat, stop_token_ids  # noqa: E402
 from llm_from_scratch.generation import generate  # noqa: E402
 from llm_from_scratch.weights.llama import (  # noqa: E402
     SMOLLM2_GGUF_MEMBER,

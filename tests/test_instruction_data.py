@@ -332,7 +332,7 @@ def test_chat_template_style(gpt2):
 
 
 def test_chat_template_module_works_as_style():
-    chat_template = pytest.importorskip("llm_from_scratch.chat_template")
+    chat_template = pytest.importorskip("llm_from_scratch.tokenizers.chat_template")
     render = partial(chat_template.apply_chat_template, None)
     style = ChatTemplateStyle(lambda messages, add_generation_prompt:
                               render(messages, add_generation_prompt=add_generation_prompt))

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from llm_from_scratch.judge import (
+from llm_from_scratch.evaluation.judge import (
     JudgeUnavailableError,
     LocalJudge,
     OllamaJudge,

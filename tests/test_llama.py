@@ -17,7 +17,7 @@ gguf = pytest.importorskip("gguf")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from llm_from_scratch.chat_template import (  # noqa: E402
+from llm_from_scratch.tokenizers.chat_template import (  # noqa: E402
     CHATML_TEMPLATE,
     ChatTemplateError,
     apply_chat_template,

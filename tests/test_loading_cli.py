@@ -73,6 +73,21 @@ def test_load_model_needs_exactly_one_source_and_names_what_exists(tiny_checkpoi
     assert "gpt2-xl" in pretrained_names() and "1558M" in pretrained_names()
 
 
+def test_one_catalog_of_pretrained_names():
+    from llm_from_scratch.weights.catalog import find_pretrained
+    from llm_from_scratch.weights.gpt2 import gpt2_model_name
+    from llm_from_scratch.weights.llama import PRETRAINED_LLAMAS
+
+    assert find_pretrained("355M").name == "gpt2-medium" == gpt2_model_name("openai-community/gpt2-medium")
+    assert find_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct").family == "llama"
+    assert find_pretrained("smollm2-135m-instruct", family="gpt2") is None and find_pretrained("gpt-5") is None
+    assert sorted(PRETRAINED_LLAMAS) == pretrained_names("llama") == ["smollm2-135m-instruct"]
+    assert find_pretrained("Qwen/Qwen3-0.6B").name == "qwen3-0.6b"
+    assert set(pretrained_names()) == (set(pretrained_names("gpt2")) | set(pretrained_names("llama"))
+                                       | set(pretrained_names("qwen3")))
+    assert pretrained_names("qwen3") == ["qwen3-0.6b", "qwen3-0.6b-base"]
+
+
 def test_a_llama_checkpoint_loads_as_a_llama_model(tmp_path, gpt2_tokenizer):
     torch.manual_seed(1)
     llama = LlamaModel(LlamaConfig(vocab_size=50257, context_length=32, emb_dim=32, n_heads=4, n_kv_heads=2,
@@ -132,9 +147,12 @@ def test_export_refuses_what_it_cannot_write_with_a_clear_message(tmp_path, caps
     llama = LlamaModel(LlamaConfig(vocab_size=50257, context_length=32, emb_dim=32, n_heads=4, n_kv_heads=2,
                                    n_layers=1, hidden_dim=64))
     path = save_our_checkpoint(tmp_path / "llama.pt", llama, gpt2_tokenizer)
+    code, out, err = run_cli(capsys, "export", "--checkpoint", str(path), "--format", "gguf", "--out",
+                             str(tmp_path / "llama.gguf"))
+    assert code == 2 and "GPT" in err          # GGUF export writes llama.cpp's gpt2 architecture only
     code, out, err = run_cli(capsys, "export", "--checkpoint", str(path), "--format", "hf", "--out",
-                             str(tmp_path / "out"))
-    assert code == 2 and "GPT" in err
+                             str(tmp_path / "hf"))
+    assert code == 0, err                      # a Hugging Face folder works for Llama (LlamaForCausalLM)
     code, out, err = run_cli(capsys, "export", "--checkpoint", str(path), "--format", "hf", "--dtype", "f16",
                              "--out", str(tmp_path / "out"))
     assert code == 2 and "--dtype applies to --format gguf only" in err

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from llm_from_scratch.model import GPTConfig, GPTModel
-from llm_from_scratch.perplexity import perplexity_of_ids, perplexity_of_text, sequence_nll
+from llm_from_scratch.evaluation.perplexity import perplexity_of_ids, perplexity_of_text, sequence_nll
 from llm_from_scratch.tokenizers import CharTokenizer
 
 

@@ -22,12 +22,12 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from llm_from_scratch.chat_template import encode_chat  # noqa: E402
+from llm_from_scratch.tokenizers.chat_template import encode_chat  # noqa: E402
 from llm_from_scratch.generation import generate  # noqa: E402
 from llm_from_scratch.loading import load_model  # noqa: E402
 from llm_from_scratch.model import GPTConfig, GPTModel  # noqa: E402
 from llm_from_scratch.serving.app import BackgroundServer, ServedModel, create_app  # noqa: E402
-from llm_from_scratch.serving.engine import Engine, Finished, SamplingParams, TextDelta, repack_caches  # noqa: E402
+from llm_from_scratch.serving.engine import Engine, Finished, SamplingParams, TextDelta  # noqa: E402
 from llm_from_scratch.tokenizers import get_tokenizer  # noqa: E402
 from llm_from_scratch.training.checkpoint import save_checkpoint  # noqa: E402
 
@@ -250,17 +250,19 @@ def test_a_cancelled_waiting_request_frees_its_place_at_once(tokenizer):
     assert engine.stats["cancelled"] == 1
 
 
-def test_repacked_cache_gives_the_same_next_logits():
-    """Two caches of different lengths and paddings merged into one: each row's logits unchanged."""
-    from llm_from_scratch.batched_generation import BatchedDecoding
+def test_joined_batches_give_the_same_next_logits():
+    """A running batch (two rows, different paddings) joined by a fresh one (how a request joins a
+    running batch: `BatchedDecoding.join`, i.e. `KVCache.merge`): each row's logits unchanged (fp32)."""
+    from llm_from_scratch.generation import BatchedDecoding
 
     model = tiny_gpt(3)
     a = BatchedDecoding(model, [[1, 2, 3], [4, 5, 6, 7, 8, 9]], max_new_tokens=4)
     a.step([10, 11])
     b = BatchedDecoding(model, [[12] * 11], max_new_tokens=4)
-    cache = repack_caches(model, [(a.cache, 0), (a.cache, 1), (b.cache, 0)], extra=4)
+    a.join(b, extra=4)
+    assert a.requests == [0, 1, 0] and a.cache.row_lengths() == [4, 7, 11]
+    merged = a.step([20, 21, 22])
     with torch.inference_mode():
-        merged = model(torch.tensor([[20], [21], [22]]), kv_cache=cache, only_last=True)[:, -1]
         alone = [model(torch.tensor([seq]))[0, -1] for seq in
                  ([1, 2, 3, 10, 20], [4, 5, 6, 7, 8, 9, 11, 21], [12] * 11 + [22])]
     for row in range(3):
@@ -725,7 +727,7 @@ def smollm2():
 @pytest.mark.integration
 def test_smollm2_served_to_openai_ollama_and_the_judge(smollm2):
     openai = pytest.importorskip("openai")
-    from llm_from_scratch.judge import OllamaJudge, score_responses
+    from llm_from_scratch.evaluation.judge import OllamaJudge, score_responses
 
     tok = smollm2.tokenizer
     engine = Engine(smollm2.model, tok, max_batch_size=4)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llm_from_scratch.weights import crc32c as crc32c_module
 from llm_from_scratch.weights import tf_checkpoint
 from llm_from_scratch.weights.tf_checkpoint import (
     TFCheckpoint,
@@ -63,10 +64,10 @@ def test_crc32c_matches_published_values(data, crc):
 def test_vectorized_crc_equals_the_byte_at_a_time_loop(monkeypatch):
     rng = np.random.default_rng(0)
     # Small windows, so that a few KB already cross several windows and leave a tail.
-    monkeypatch.setattr(tf_checkpoint, "_WINDOW_BYTES", 4096)
+    monkeypatch.setattr(crc32c_module, "_WINDOW_BYTES", 4096)
     for size in (2047, 2048, 2049, 4096 * 3 + 5, 20_000):
         data = rng.integers(0, 256, size, dtype=np.uint8)
-        slow = tf_checkpoint._crc_register_bytes(0xFFFFFFFF, data.tobytes()) ^ 0xFFFFFFFF
+        slow = crc32c_module._crc_register_bytes(0xFFFFFFFF, data.tobytes()) ^ 0xFFFFFFFF
         assert crc32c(data) == slow, size
         assert crc32c(data.tobytes()) == slow
     assert crc32c(b"6789", crc32c(b"12345")) == crc32c(b"123456789")  # continuing a CRC

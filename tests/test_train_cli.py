@@ -76,6 +76,23 @@ def test_resume_continues_and_a_fresh_run_keeps_the_old_one(corpus_dir, tmp_path
     assert load_checkpoint(previous[0] / "last.pt")["train_state"]["step"] == 6
 
 
+def test_llama_micro_trains_resumes_and_generates_from_the_command_line(corpus_dir, tmp_path, capsys):
+    """Any name of the model registry trains: the Llama architecture with the same flags."""
+    out = tmp_path / "llama"
+    assert _train(corpus_dir, out, "--model_type", "llama-micro", "--dropout", "0.1", "--max_steps", "2",
+                  "--precision", "fp32") == 0
+    cfg = load_checkpoint(out / "last.pt")["model_config"]
+    assert (cfg["model_type"], cfg["context_length"], cfg["drop_rate"]) == ("llama", 32, 0.1)
+    # resuming rebuilds the architecture the checkpoint recorded (config_from_dict)
+    assert _train(corpus_dir, out, "--model_type", "llama-micro", "--max_steps", "4", "--resume") == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["train_state"]["step"] == 4 and ckpt["model_type"] == "llama-micro"
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(out / "best_model.pt"), "--prompt", "Mia",
+                 "--max_new_tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("Mia")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model_type", "gpt-nano"], "Unknown model preset 'gpt-nano'"),
     (["--resume"], "no checkpoint at"),

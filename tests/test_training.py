@@ -163,6 +163,47 @@ def test_corrupt_and_missing_checkpoints_have_clear_errors(tmp_path):
 def test_compiled_and_ddp_prefixes_are_stripped():
     state = {"_orig_mod.tok_emb.weight": 1, "module.out_head.weight": 2, "final_norm.scale": 3}
     assert clean_state_dict(state) == {"tok_emb.weight": 1, "out_head.weight": 2, "final_norm.scale": 3}
+    # a compiled model inside DDP (or the other way round): every layer of prefixes goes
+    assert clean_state_dict({"module._orig_mod.tok_emb.weight": 1}) == {"tok_emb.weight": 1}
+
+
+def test_unwrap_model_finds_the_plain_model_inside_compile_and_ddp_wrappers():
+    from llm_from_scratch.io.checkpoints import unwrap_model
+
+    plain = torch.nn.Linear(2, 2)
+
+    class Compiled(torch.nn.Module):  # what torch.compile returns keeps the model as _orig_mod
+        def __init__(self, model):
+            super().__init__()
+            self._orig_mod = model
+
+    class DDP(torch.nn.Module):  # DistributedDataParallel keeps it as .module
+        def __init__(self, model):
+            super().__init__()
+            self.module = model
+
+    assert unwrap_model(plain) is plain
+    assert unwrap_model(Compiled(DDP(plain))) is plain and unwrap_model(DDP(Compiled(plain))) is plain
+
+
+def test_atomic_paths_write_all_files_or_none(tmp_path):
+    from llm_from_scratch.io.atomic import atomic_paths, write_json_atomically
+
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_paths(first, second) as (a, b):
+            a.write_text("new")
+            b.write_text("new")
+            raise RuntimeError("crash before the end")
+    assert first.read_text() == "old" and not second.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no temporary files left
+    with atomic_paths(first, second) as (a, b):
+        a.write_text("new")
+        b.write_text("new")
+    assert first.read_text() == second.read_text() == "new"
+    write_json_atomically(tmp_path / "x.json", {"é": 1})
+    assert (tmp_path / "x.json").read_text(encoding="utf-8") == '{\n  "é": 1\n}\n'
 
 
 def test_warmup_then_cosine():

@@ -37,6 +37,7 @@ from typing import Generic, TypeVar
 from tqdm.auto import tqdm
 
 from llm_from_scratch import __version__
+from llm_from_scratch.io.atomic import write_atomically
 
 CACHE_DIR_ENV = "LLMFS_CACHE_DIR"
 OFFLINE_ENV = "LLMFS_OFFLINE"
@@ -489,19 +490,6 @@ def _read_member(archive: Path, member: str) -> bytes:
     same_file_name = [name for name in names if PurePosixPath(name).name == PurePosixPath(member).name]
     shown = same_file_name or sorted(names)[:15]
     raise PackageSourceError(f"{archive.name} has no file {member!r}; it has for example: {', '.join(shown)}")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file next to ``path``, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _below_top_folder(name: str) -> str:

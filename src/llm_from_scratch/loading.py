@@ -10,6 +10,10 @@ goes through `load_model`, so they all accept the same things:
 * ``checkpoint="checkpoints/gpt-micro/best_model.pt"`` (or a ``.safetensors`` written by us):
   a model we trained or fine-tuned. The checkpoint records the architecture (GPT or Llama) and
   the tokenizer, so nothing else is needed.
+
+This module only decides *what* to load; the work is elsewhere: names come from the catalog
+(`weights/catalog.py`), files are read by `weights/` (pretrained) and `io/checkpoints.py` (ours),
+and models are built by `model/registry.py` from the configuration a checkpoint records.
 """
 
 from __future__ import annotations
@@ -20,18 +24,15 @@ from typing import Any
 
 import torch
 
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "124M", "355M", "774M", "1558M")
+from llm_from_scratch.io.checkpoints import clean_state_dict, read_checkpoint
+from llm_from_scratch.model.registry import model_from_config
+from llm_from_scratch.weights.catalog import find_pretrained, pretrained_names
 
+__all__ = ["LoadedModel", "load_model", "load_pretrained", "load_checkpoint_model", "model_from_config",
+           "pretrained_names", "GPT2_NAMES"]
 
-def llama_names() -> list[str]:
-    from llm_from_scratch.weights.llama import PRETRAINED_LLAMAS
-
-    return list(PRETRAINED_LLAMAS)
-
-
-def pretrained_names() -> list[str]:
-    """Every name `load_pretrained` understands."""
-    return [*GPT2_NAMES, *llama_names()]
+#: The names of OpenAI's GPT-2 models (the catalog's "gpt2" family, with the book's sizes).
+GPT2_NAMES = tuple(pretrained_names("gpt2"))
 
 
 @dataclass
@@ -61,21 +62,27 @@ def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, devi
     """(model in eval mode, tokenizer) for a pretrained model name or a path to pretrained files.
 
     Names: ``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl`` (the book's ``124M``, ``355M``,
-    ``774M``, ``1558M``), ``smollm2-135m-instruct``. Paths: a Hugging Face model folder
-    (GPT-2 or Llama architecture, from its config.json), a ``.gguf`` file (Llama architecture),
+    ``774M``, ``1558M``), ``smollm2-135m-instruct``, ``qwen3-0.6b``, ``qwen3-0.6b-base``. Paths: a
+    Hugging Face model folder (GPT-2, Llama or Qwen3 architecture, from its config.json), a ``.gguf`` file (Llama architecture),
     or OpenAI's GPT-2 TensorFlow checkpoint folder.
     """
-    from llm_from_scratch.weights.gpt2 import _as_dtype
+    from llm_from_scratch.weights.gpt2 import as_dtype
 
-    dtype = _as_dtype(dtype)
-    if name in GPT2_NAMES:
+    dtype = as_dtype(dtype)
+    known = find_pretrained(name)
+    if known is not None and known.family == "gpt2":
         from llm_from_scratch.weights.gpt2 import load_gpt2
 
-        return load_gpt2(name, dtype=dtype, device=device)
-    if name in llama_names():
+        return load_gpt2(known.name, dtype=dtype, device=device)
+    if known is not None and known.family == "llama":
         from llm_from_scratch.weights.llama import load_pretrained_llama
 
-        model, tokenizer, _ = load_pretrained_llama(name, dtype)
+        model, tokenizer, _ = load_pretrained_llama(known.name, dtype)
+        return model.to(device).eval(), tokenizer
+    if known is not None and known.family == "qwen3":
+        from llm_from_scratch.weights.qwen3 import load_pretrained_qwen3
+
+        model, tokenizer = load_pretrained_qwen3(known.name, dtype)
         return model.to(device).eval(), tokenizer
     path = Path(name).expanduser()
     if path.suffix == ".gguf" and path.is_file():
@@ -92,26 +99,20 @@ def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, devi
 
             model, tokenizer = load_llama_hf(path, dtype)
             return model.to(device).eval(), tokenizer
+        if model_type == "qwen3":
+            from llm_from_scratch.weights.qwen3 import load_qwen3_hf
+
+            model, tokenizer = load_qwen3_hf(path, dtype)
+            return model.to(device).eval(), tokenizer
         if model_type != "gpt2":
-            raise ValueError(f"{path} holds a {model_type!r} model; we load the 'gpt2' and 'llama' architectures")
+            raise ValueError(f"{path} holds a {model_type!r} model; we load the 'gpt2', 'llama' and 'qwen3' "
+                             "architectures")
     if path.exists() or path.with_name(path.name + ".index").is_file():
         from llm_from_scratch.weights.gpt2 import load_gpt2
 
         return load_gpt2(path, dtype=dtype, device=device)
     raise ValueError(f"unknown model {name!r}: use one of {', '.join(pretrained_names())}, a Hugging Face "
                      "model folder, a .gguf file, or --checkpoint for a checkpoint written by llmfs")
-
-
-def model_from_config(model_config: dict[str, Any]) -> torch.nn.Module:
-    """An untrained model of the architecture a checkpoint's ``model_config`` describes."""
-    from llm_from_scratch.model.llama import LlamaConfig, LlamaModel, is_llama_config
-
-    if is_llama_config(model_config):
-        return LlamaModel(LlamaConfig.from_dict(model_config))
-    from llm_from_scratch.model.config import GPTConfig
-    from llm_from_scratch.model.gpt import GPTModel
-
-    return GPTModel(GPTConfig.from_dict(model_config))
 
 
 def load_checkpoint_model(path: str | Path, device: str | torch.device | None = None,
@@ -121,15 +122,9 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device | None = 
     `tokenizer_name` / `model_type`, when given, must agree with what the checkpoint records.
     """
     from llm_from_scratch.tokenizers import get_tokenizer, tokenizer_from_config
-    from llm_from_scratch.training.checkpoint import clean_state_dict, load_checkpoint
 
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from llm_from_scratch.export.safetensors_io import read_safetensors_checkpoint
-
-        ckpt = read_safetensors_checkpoint(path)
-    else:
-        ckpt = load_checkpoint(path, map_location="cpu")
+    ckpt = read_checkpoint(path, map_location="cpu")
     if "model" not in ckpt or not ckpt.get("model_config"):
         raise ValueError(f"{path} has no model weights and configuration: is it a checkpoint written by llmfs?")
     saved_type = ckpt.get("model_type")
@@ -182,8 +177,8 @@ def load_model(model: str | None = None, checkpoint: str | Path | None = None, *
     if checkpoint is not None:
         net, tokenizer, ckpt = load_checkpoint_model(checkpoint, device, tokenizer_name, model_type)
         if dtype not in (torch.float32, "fp32", "float32"):
-            from llm_from_scratch.weights.gpt2 import _as_dtype
-            net = net.to(_as_dtype(dtype))
+            from llm_from_scratch.weights.gpt2 import as_dtype
+            net = net.to(as_dtype(dtype))
         info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "rng")}
         return LoadedModel(net, tokenizer, str(checkpoint), info)
     net, tokenizer = load_pretrained(model, dtype=dtype, device=device)

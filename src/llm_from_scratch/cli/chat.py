@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_from_scratch.cli.common import CommandError, add_flag
-from llm_from_scratch.cli.generate import add_model_flags, load_from_args
+from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args
+from llm_from_scratch.generation.defaults import SURFACE_DEFAULTS
+
+DEFAULTS = SURFACE_DEFAULTS["chat"]  # this command's sampling defaults
 
 
 def add_parser(subparsers) -> None:
@@ -23,10 +25,10 @@ def add_parser(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
     add_flag(p, "system", default=None, help="a system message that sets the assistant's behaviour")
-    add_flag(p, "max_new_tokens", type=int, default=256, help="longest answer (default %(default)s)")
-    add_flag(p, "temperature", type=float, default=0.2, help="0 = greedy (default %(default)s)")
-    add_flag(p, "top_k", type=int, default=None)
-    add_flag(p, "top_p", type=float, default=0.9)
+    add_flag(p, "max_new_tokens", type=int, default=DEFAULTS["max_tokens"], help="longest answer (default %(default)s)")
+    add_flag(p, "temperature", type=float, default=DEFAULTS["temperature"], help="0 = greedy (default %(default)s)")
+    add_flag(p, "top_k", type=int, default=DEFAULTS["top_k"], help="sample among the k most likely (default: off)")
+    add_flag(p, "top_p", type=float, default=DEFAULTS["top_p"], help="nucleus sampling (default %(default)s)")
     add_flag(p, "seed", type=int, default=None)
     add_flag(p, "device", default="auto")
     p.set_defaults(handler=run)
@@ -35,7 +37,7 @@ def add_parser(subparsers) -> None:
 def fit_to_context(tokenizer, messages: list[dict], room: int) -> tuple[list[dict], list[int]]:
     """Drop the oldest turns (never the system message nor the last user turn) until the rendered
     conversation leaves `room` tokens for the answer; returns the kept messages and their ids."""
-    from llm_from_scratch.chat_template import encode_chat
+    from llm_from_scratch.tokenizers.chat_template import encode_chat
 
     messages = list(messages)
     while True:
@@ -49,19 +51,22 @@ def fit_to_context(tokenizer, messages: list[dict], room: int) -> tuple[list[dic
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from llm_from_scratch.chat_template import stop_token_ids
-    from llm_from_scratch.generation import stream_text
+    from llm_from_scratch.tokenizers.chat_template import stop_token_ids
+    from llm_from_scratch.generation import SamplingParams, stream_text
     from llm_from_scratch.training.trainer import auto_device
 
-    if args.max_new_tokens < 1:
-        raise CommandError("--max_new_tokens must be at least 1")
+    try:  # the settings are checked before the model loads
+        params = SamplingParams(max_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_k=args.top_k or None, top_p=args.top_p, seed=args.seed)
+    except ValueError as exc:
+        raise CommandError(f"{exc} (see llmfs chat --help)") from None
     device = auto_device(args.device)
     loaded = load_from_args(args, device)
     if loaded.chat_template is None:
         print(f"note: {loaded.name} has no chat template of its own (it is not a chat model); "
               "using ChatML, so expect continuations rather than answers.", file=sys.stderr)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(args.seed if args.seed is not None else torch.seed())
+    generator = torch.Generator(device=device)  # one for the whole conversation
+    generator.manual_seed(params.seed if params.seed is not None else torch.seed())
     stop_ids = stop_token_ids(loaded.tokenizer)
     room = loaded.context_length - args.max_new_tokens
     if room < 1:
@@ -93,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("assistant> ")
         answer = []
         try:
-            for piece in stream_text(loaded.model, loaded.tokenizer, ids, args.max_new_tokens, stop_ids=stop_ids,
-                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+            for piece in stream_text(loaded.model, loaded.tokenizer, ids, params.max_tokens, stop_ids=stop_ids,
+                                     temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
                                      generator=generator):
                 answer.append(piece)
                 sys.stdout.write(piece)

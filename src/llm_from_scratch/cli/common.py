@@ -1,10 +1,26 @@
-"""Small helpers shared by the subcommands."""
+"""Small helpers shared by the subcommands: flag spellings, the model flags, flags -> a config.
+
+* `add_flag`: every flag in two spellings, `--some_flag` and `--some-flag`.
+* `add_precision_flag`: `--precision`, the same for every command that trains.
+* `add_model_flags` / `load_from_args`: `--model NAME | --checkpoint PATH`, for every command
+  that uses a model (generate, chat, serve, evaluate, export, finetune).
+* `config_from_args`: a pipeline config (`llm_from_scratch.pipelines`) from the parsed flags
+  of the same names: the whole job of a command that runs a pipeline stage.
+* `CommandError`: bad input, printed by `main.py` as one line (exit code 2). It is the pipelines'
+  `PipelineError` under the name the commands use, so a stage's error reads the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
+import dataclasses
+from typing import Any
+
+from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
+
+CommandError = PipelineError
+__all__ = ["CommandError", "sigterm_as_ctrl_c", "add_flag", "add_precision_flag", "add_model_flags",
+           "load_from_args", "config_from_args"]
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -23,23 +39,36 @@ def add_precision_flag(parser) -> None:
                   "gradient scaler). LLMFS_CPU_BF16=1|0 forces auto's choice on a CPU")
 
 
-class CommandError(Exception):
-    """A problem with the user's input: printed as a one-line error, exit code 2, no traceback."""
+def add_model_flags(p) -> None:
+    """--model NAME | --checkpoint PATH (exactly one), shared by every command that uses a model."""
+    add_flag(p, "model", default=None,
+             help="a pretrained model: gpt2, gpt2-medium, gpt2-large, gpt2-xl (or 124M...1558M), "
+                  "smollm2-135m-instruct, qwen3-0.6b, qwen3-0.6b-base, or a path to a Hugging Face folder "
+                  "(GPT-2, Llama, Qwen3) / .gguf file")
+    add_flag(p, "checkpoint", default=None, help="a best_model.pt / last.pt written by llmfs train or finetune")
 
 
-@contextlib.contextmanager
-def sigterm_as_ctrl_c():
-    """Schedulers and `kill` stop jobs with SIGTERM: during training, treat it like Ctrl-C so the
-    trainer saves a checkpoint that --resume continues exactly. The previous handler comes back
-    afterwards (child processes, e.g. tokenizer workers, must keep the default)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+def load_from_args(args, device) -> "LoadedModel":  # noqa: F821
+    """The model that --model / --checkpoint names (with --tokenizer / --model_type checks, when
+    the command has those flags), as a `loading.LoadedModel`."""
+    from llm_from_scratch.loading import LoadedModel, load_checkpoint_model, load_model
+
+    if (args.model is None) == (args.checkpoint is None):
+        raise CommandError("give --model NAME (a pretrained model) or --checkpoint PATH (one of ours), "
+                           f"{'not both' if args.model else 'one of them'}")
+    if args.checkpoint is None:
+        return load_model(model=args.model, device=device)
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. a notebook worker): keep the default
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        model, tokenizer, ckpt = load_checkpoint_model(args.checkpoint, device, getattr(args, "tokenizer", None),
+                                                       getattr(args, "model_type", None))
+    except ValueError as exc:  # a mismatch or a file that is no checkpoint of ours: the user's input
+        raise CommandError(str(exc)) from exc
+    return LoadedModel(model, tokenizer, args.checkpoint, ckpt)
+
+
+def config_from_args(config_class, args: argparse.Namespace, **changes: Any):
+    """`config_class(...)` (a dataclass) from the flags named like its fields; `changes` set the
+    fields whose flag has another name or meaning (`fused_loss=not args.no_fused_loss`)."""
+    given = vars(args)
+    values = {f.name: given[f.name] for f in dataclasses.fields(config_class) if f.name in given}
+    return config_class(**{**values, **changes})

@@ -2,15 +2,15 @@
 
 Text (the built-in tiny stories) -> character tokenizer -> sliding windows -> a gpt-micro model
 -> training with evaluation and checkpoints -> a loss plot -> samples from the trained model.
+The run is `llm_from_scratch.pipelines.run_demo`: this command turns the flags into a
+`DemoConfig` and makes that one call.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
-from llm_from_scratch.cli.common import add_precision_flag, sigterm_as_ctrl_c
+from llm_from_scratch.cli.common import add_precision_flag, config_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -29,42 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from llm_from_scratch.pipelines import DemoConfig, run_demo
 
-    from llm_from_scratch.data import create_dataloaders
-    from llm_from_scratch.data.tiny_stories import tiny_stories
-    from llm_from_scratch.generation import generate, text_to_token_ids, token_ids_to_text
-    from llm_from_scratch.model import GPTModel
-    from llm_from_scratch.tokenizers import CharTokenizer
-    from llm_from_scratch.training import GPTTrainer
-    from llm_from_scratch.training.trainer import validation_summary
-
-    torch.manual_seed(args.seed)
-    text = tiny_stories(num_stories=2000)
-    tokenizer = CharTokenizer(text)
-    model = GPTModel.from_preset("gpt-micro", vocab_size=tokenizer.vocab_size)
-    block_size = model.cfg.context_length
-    train_loader, val_loader = create_dataloaders(text, tokenizer, block_size=block_size,
-                                                  batch_size=args.batch_size, seed=args.seed)
-    print(f"llmfs demo: {len(text):,} characters of built-in stories, character tokenizer "
-          f"({tokenizer.vocab_size} symbols), gpt-micro model ({model.num_parameters():,} parameters), "
-          f"{args.max_steps} steps of {args.batch_size} x {block_size} tokens")
-    started = time.perf_counter()
-    trainer = GPTTrainer(model, train_loader, val_loader, tokenizer=tokenizer, max_steps=args.max_steps,
-                         lr=2e-3, eval_interval=max(1, args.max_steps // 10), sample_prompt=args.prompt,
-                         out_dir=args.out_dir, seed=args.seed, progress=args.progress, precision=args.precision,
-                         extra_checkpoint_info={"model_type": "gpt-micro"})
-    print(f"device {trainer.device}, {trainer.precision_choice.describe()}")
-    with sigterm_as_ctrl_c():
-        history = trainer.train()
-    minutes = (time.perf_counter() - started) / 60
-    print(f"\nDone in {minutes:.1f} min: train loss {history[-1]['train_loss']:.3f}, {validation_summary(history)}. "
-          f"Checkpoints, log and loss.png are in {Path(args.out_dir).resolve()}")
-
-    generator = torch.Generator(device=trainer.device).manual_seed(args.seed)
-    idx = text_to_token_ids(args.prompt, tokenizer).to(trainer.device)
-    print("\nSamples (temperature 0.8, top-k 20):")
-    for _ in range(3):
-        out = generate(model, idx, max_new_tokens=160, temperature=0.8, top_k=20, generator=generator)
-        print("  " + token_ids_to_text(out, tokenizer).replace("\n", " "))
+    run_demo(config_from_args(DemoConfig, args))
     return 0

@@ -15,8 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from llm_from_scratch.cli.common import CommandError, add_flag
-from llm_from_scratch.cli.generate import add_model_flags, load_from_args
+from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -55,7 +54,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_perplexity(args: argparse.Namespace) -> int:
-    from llm_from_scratch.perplexity import perplexity_of_text
+    from llm_from_scratch.evaluation.perplexity import perplexity_of_text
     from llm_from_scratch.training.trainer import auto_device
 
     if (args.text is None) == (args.dataset is None):
@@ -82,7 +81,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
 
     from llm_from_scratch.data.classification import ClassificationDataset
     from llm_from_scratch.cli.classify import load_classifier_from_args
-    from llm_from_scratch.finetune.classifier import calc_accuracy_loader
+    from llm_from_scratch.evaluation.accuracy import calc_accuracy_loader
 
     model, tokenizer, task, device = load_classifier_from_args(args)
     data = ClassificationDataset(args.csv, tokenizer, max_length=task.get("max_length"),
@@ -95,7 +94,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
 
 
 def run_judge(args: argparse.Namespace) -> int:
-    from llm_from_scratch.judge import JudgeUnavailableError, score_responses
+    from llm_from_scratch.evaluation.judge import JudgeUnavailableError, score_responses
 
     path = Path(args.responses)
     if not path.is_file():

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from llm_from_scratch.cli.common import CommandError, add_flag
-from llm_from_scratch.cli.generate import add_model_flags, load_from_args
+from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args
 
 FORMATS = ("hf", "gguf", "safetensors")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_from_scratch.cli.common import CommandError, add_flag
+from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -35,42 +35,6 @@ def add_parser(subparsers) -> None:
     add_flag(p, "model_type", default=None, help="only to check: must match the checkpoint's model preset")
     add_flag(p, "device", default="auto")
     p.set_defaults(handler=run)
-
-
-def load_model_from_checkpoint(path: str, device=None, tokenizer_name: str | None = None,
-                               model_type: str | None = None):
-    """(model in eval mode, tokenizer, checkpoint dict) from a training checkpoint, checked
-    (see `loading.load_checkpoint_model`)."""
-    from llm_from_scratch.loading import load_checkpoint_model
-
-    try:
-        return load_checkpoint_model(path, device, tokenizer_name, model_type)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
-
-
-def add_model_flags(p) -> None:
-    """--model NAME | --checkpoint PATH (exactly one), shared by every command that uses a model."""
-    add_flag(p, "model", default=None,
-             help="a pretrained model: gpt2, gpt2-medium, gpt2-large, gpt2-xl (or 124M...1558M), "
-                  "smollm2-135m-instruct, or a path to a Hugging Face folder / .gguf file")
-    add_flag(p, "checkpoint", default=None, help="a best_model.pt / last.pt written by llmfs train or finetune")
-
-
-def load_from_args(args, device) -> "LoadedModel":  # noqa: F821
-    """The model that --model / --checkpoint names (with --tokenizer / --model_type checks)."""
-    from llm_from_scratch.loading import load_model
-
-    if (args.model is None) == (args.checkpoint is None):
-        raise CommandError("give --model NAME (a pretrained model) or --checkpoint PATH (one of ours), "
-                           f"{'not both' if args.model else 'one of them'}")
-    if args.checkpoint is not None:
-        model, tokenizer, ckpt = load_model_from_checkpoint(args.checkpoint, device,
-                                                            getattr(args, "tokenizer", None),
-                                                            getattr(args, "model_type", None))
-        from llm_from_scratch.loading import LoadedModel
-        return LoadedModel(model, tokenizer, args.checkpoint, ckpt)
-    return load_model(model=args.model, device=device)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,8 +21,7 @@ import argparse
 import os
 import sys
 
-from llm_from_scratch.cli.common import CommandError, add_flag, sigterm_as_ctrl_c
-from llm_from_scratch.cli.generate import add_model_flags, load_from_args
+from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args, sigterm_as_ctrl_c
 
 API_KEY_ENV = "LLMFS_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from llm_from_scratch.assets import write_atomically
+from llm_from_scratch.io.atomic import write_atomically
 from llm_from_scratch.data.sliding_window import encode_text
 from llm_from_scratch.data.sms_spam import SPLIT_FILES, create_balanced_dataset, random_split
 

@@ -44,14 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_from_scratch.assets import (
-    Source,
-    cache_dir,
-    download,
-    fetch_from_package,
-    load_from_sources,
-    write_atomically,
-)
+from llm_from_scratch.assets import Source, cache_dir, download, fetch_from_package, load_from_sources
+from llm_from_scratch.io.atomic import write_atomically
 
 SMS_SPAM_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 """Canonical source: the UCI Machine Learning Repository (CC BY 4.0)."""

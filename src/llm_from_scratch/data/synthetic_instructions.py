@@ -338,7 +338,7 @@ def make_instruction_set(n: int = 1100, seed: int = 123, tasks: Iterable[str] | 
 
 def write_instruction_set(path: str | Path, n: int = 1100, seed: int = 123) -> Path:
     """Write :func:`make_instruction_set` to ``path``: a JSON list, or JSON Lines if it ends in ``.jsonl``."""
-    from llm_from_scratch.assets import write_atomically
+    from llm_from_scratch.io.atomic import write_atomically
 
     path = Path(path).expanduser()
     entries = make_instruction_set(n=n, seed=seed)

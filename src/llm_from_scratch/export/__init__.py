@@ -2,30 +2,19 @@
 
 * :mod:`.hf` - a Hugging Face `transformers` folder (GPT2LMHeadModel + tokenizer.json);
 * :mod:`.gguf_export` - one GGUF file for llama.cpp (architecture ``gpt2``);
-* :mod:`.safetensors_io` - our own checkpoints as ``.safetensors`` (weights + configs, no pickle).
+* our own checkpoints as ``.safetensors`` (weights + configs, no pickle) are read and written by
+  :mod:`llm_from_scratch.io.checkpoints`; ``save_model_safetensors`` / ``load_model_safetensors``
+  are importable from here too.
 
-See ``docs/13-export.md``. The submodules are imported on first use, so importing this
-package does not need `transformers` or `gguf`.
+See ``docs/13-export.md``. `transformers`, `tokenizers` and `gguf` are imported only when an
+export runs, so importing this package does not need them.
 """
 
 from __future__ import annotations
 
-import importlib
+from llm_from_scratch.export.gguf_export import export_checkpoint_gguf, export_gguf
+from llm_from_scratch.export.hf import ExportError, export_checkpoint_hf, export_hf
+from llm_from_scratch.io.checkpoints import load_model_safetensors, save_model_safetensors
 
-_EXPORTS = {
-    "ExportError": "llm_from_scratch.export.hf",
-    "export_hf": "llm_from_scratch.export.hf",
-    "export_checkpoint_hf": "llm_from_scratch.export.hf",
-    "export_gguf": "llm_from_scratch.export.gguf_export",
-    "export_checkpoint_gguf": "llm_from_scratch.export.gguf_export",
-    "save_model_safetensors": "llm_from_scratch.export.safetensors_io",
-    "load_model_safetensors": "llm_from_scratch.export.safetensors_io",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["ExportError", "export_checkpoint_gguf", "export_checkpoint_hf", "export_gguf", "export_hf",
+           "load_model_safetensors", "save_model_safetensors"]

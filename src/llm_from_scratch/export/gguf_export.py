@@ -63,14 +63,14 @@ import torch.nn as nn
 from llm_from_scratch.export.hf import (
     ExportError,
     ExportVocab,
-    _atomic_save,
     byte_level,
     check_output_file,
+    exportable_gpt,
     export_vocab,
     full_state_dict,
-    is_tied,
-    unwrap_model,
 )
+from llm_from_scratch.io.atomic import atomic_path
+from llm_from_scratch.io.checkpoints import is_tied
 from llm_from_scratch.tokenizers.base import Tokenizer
 
 GGUF_DTYPES = ("f32", "f16", "bf16")
@@ -106,7 +106,7 @@ def gguf_tensor_name(gguf, member: str, suffix: str, block: int | None = None) -
 def gguf_tensors(model: nn.Module) -> dict[str, tuple[np.ndarray, bool]]:
     """``{gguf name: (float32 array in PyTorch's (out, in) order, is_big_matrix)}`` for the model."""
     gguf = _import_gguf()
-    model = unwrap_model(model)
+    model = exportable_gpt(model)
     state = full_state_dict(model)
     tied = is_tied(model)
     result: dict[str, tuple[np.ndarray, bool]] = {}
@@ -237,7 +237,7 @@ def export_gguf(model: nn.Module, tokenizer: Tokenizer, out_path: str | Path, dt
     gguf = _import_gguf()
     if dtype not in GGUF_DTYPES:
         raise ExportError(f"unsupported GGUF dtype {dtype!r}; choose one of {', '.join(GGUF_DTYPES)}")
-    model = unwrap_model(model)
+    model = exportable_gpt(model)
     out_path = Path(out_path)
     check_output_file(out_path, overwrite)
     cfg = model.cfg
@@ -246,7 +246,7 @@ def export_gguf(model: nn.Module, tokenizer: Tokenizer, out_path: str | Path, dt
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "bf16": gguf.LlamaFileType.MOSTLY_BF16}[dtype]
 
-    def write(tmp: Path) -> None:
+    with atomic_path(out_path) as tmp:
         writer = gguf.GGUFWriter(str(tmp), arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
         writer.add_name(name or f"llm-from-scratch gpt2 {cfg.n_layers}x{cfg.emb_dim}")
         writer.add_context_length(cfg.context_length)
@@ -276,8 +276,6 @@ def export_gguf(model: nn.Module, tokenizer: Tokenizer, out_path: str | Path, dt
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-
-    _atomic_save(out_path, write)
     return out_path
 
 

@@ -24,9 +24,9 @@ the tokens of lower rank; the process must stop at exactly two pieces, and those
 pair it was merged from (it could not have been merged from anything made later). Tokens
 are bytes, not always text, so both formats spell each byte as one printable character
 (GPT-2's "byte-level" alphabet: printable ASCII stays itself, the space becomes ``Ġ``, the
-newline ``Ċ``; see :func:`bytes_to_unicode`). The pre-split regex goes into a ``Split``
-pre-tokenizer and the byte spelling into a ``ByteLevel`` step, so the exported tokenizer
-gives the same ids as tiktoken.
+newline ``Ċ``; see `tokenizers.hf_bpe.bytes_to_unicode`). The pre-split regex goes into a
+``Split`` pre-tokenizer and the byte spelling into a ``ByteLevel`` step, so the exported
+tokenizer gives the same ids as tiktoken.
 
 The character tokenizer becomes a ``WordLevel`` model over single characters with a split
 after every character. A character outside its vocabulary is an error in both worlds
@@ -42,19 +42,24 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from llm_from_scratch.assets import write_atomically
+from llm_from_scratch.io.atomic import atomic_path, write_json_atomically
+from llm_from_scratch.io.checkpoints import is_tied, unwrap_model
 from llm_from_scratch.model.config import GPTConfig
 from llm_from_scratch.model.gpt import GPTModel
-from llm_from_scratch.model.hf_gpt2 import state_dict_to_hf
+from llm_from_scratch.model.hf_gpt2 import gpt2_state_keys, state_dict_to_hf
 from llm_from_scratch.model.layers import GELU, LayerNorm
 from llm_from_scratch.tokenizers.base import ENDOFTEXT, Tokenizer
+from llm_from_scratch.tokenizers.hf_bpe import BYTE_TO_UNICODE, bytes_to_unicode
+
+__all__ = ["ExportError", "ExportVocab", "export_hf", "export_checkpoint_hf", "exportable_gpt", "export_vocab",
+           "build_hf_tokenizer", "save_hf_tokenizer", "hf_config", "hf_state_dict", "full_state_dict",
+           "merges_from_ranks", "byte_level", "bytes_to_unicode", "is_tied", "onig_pattern"]
 
 #: What a HF export writes (other files in the folder are left alone).
 HF_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -70,16 +75,13 @@ class ExportError(ValueError):
 # --------------------------------------------------------------------------------------
 
 
-def unwrap_model(model: nn.Module) -> GPTModel:
-    """The plain `GPTModel` inside ``model`` (torch.compile wraps it in ``_orig_mod``), checked.
+def exportable_gpt(model: nn.Module) -> GPTModel:
+    """The plain `GPTModel` inside ``model`` (compiled or DDP-wrapped is fine), checked.
 
     Raises ExportError for anything that is not GPT-2's architecture: another class, a
     LayerNorm eps other than 1e-5, extra weights (e.g. LoRA adapters that were not merged).
     """
-    while hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-        model = model._orig_mod
-    if hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module):  # DDP
-        model = model.module
+    model = unwrap_model(model)
     if not isinstance(model, GPTModel):
         raise ExportError(
             f"only GPTModel (GPT-2's architecture) can be exported, got {type(model).__name__}. "
@@ -93,34 +95,13 @@ def unwrap_model(model: nn.Module) -> GPTModel:
     for i, block in enumerate(model.trf_blocks):
         if not isinstance(block.ff.layers[1], GELU):
             raise ExportError(f"block {i} uses {type(block.ff.layers[1]).__name__}, not GPT-2's tanh GELU")
-    unexpected = sorted(set(model.state_dict()) - set(expected_state_keys(model.cfg)))
+    unexpected = sorted(set(model.state_dict()) - set(gpt2_state_keys(model.cfg)))
     if unexpected:
         raise ExportError(
             f"the model has weights GPT-2 does not have, e.g. {unexpected[:3]}. If these are LoRA "
             "adapters, merge them into the base weights first; other additions cannot be exported."
         )
     return model
-
-
-def expected_state_keys(cfg: GPTConfig) -> list[str]:
-    """The state-dict names of a plain GPTModel with this config."""
-    keys = ["tok_emb.weight", "pos_emb.weight", "final_norm.scale", "final_norm.shift", "out_head.weight"]
-    for i in range(cfg.n_layers):
-        p = f"trf_blocks.{i}."
-        keys += [p + s for s in ("norm1.scale", "norm1.shift", "norm2.scale", "norm2.shift",
-                                 "att.qkv.weight", "att.out_proj.weight", "att.out_proj.bias",
-                                 "ff.layers.0.weight", "ff.layers.0.bias",
-                                 "ff.layers.2.weight", "ff.layers.2.bias")]
-        if cfg.qkv_bias:
-            keys.append(p + "att.qkv.bias")
-    return keys
-
-
-def is_tied(model: GPTModel) -> bool:
-    """True when the output head shares its matrix with the token embedding."""
-    return model.out_head.weight is model.tok_emb.weight or (
-        model.out_head.weight.data_ptr() == model.tok_emb.weight.data_ptr()
-    )
 
 
 def full_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
@@ -143,32 +124,13 @@ def full_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's spelling of the 256 bytes as 256 printable characters.
-
-    Bytes that are printable Latin-1 characters (``!``..``~``, ``¡``..``¬``, ``®``..``ÿ``)
-    stand for themselves; the other 68 (control characters, space, DEL, NBSP, soft hyphen)
-    get the characters from U+0100 upward, in byte order. So the space (byte 32, the 33rd
-    byte that needs a stand-in) becomes U+0120 ``Ġ`` and the newline (byte 10) U+010A ``Ċ``.
-    """
-    printable = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) \
-        | set(range(ord("®"), ord("ÿ") + 1))
-    table: dict[int, str] = {}
-    next_stand_in = 256
-    for byte in range(256):
-        if byte in printable:
-            table[byte] = chr(byte)
-        else:
-            table[byte] = chr(next_stand_in)
-            next_stand_in += 1
-    return table
-
-
 def byte_level(token: bytes) -> str:
-    """A token's bytes in GPT-2's byte-level spelling: ``b" hello"`` -> ``"Ġhello"``."""
-    table = bytes_to_unicode()
-    return "".join(table[byte] for byte in token)
+    """A token's bytes in GPT-2's byte-level spelling: ``b" hello"`` -> ``"Ġhello"``.
+
+    The table is `tokenizers.hf_bpe`'s `bytes_to_unicode`: printable Latin-1 bytes stand for
+    themselves, the other 68 get the characters from U+0100 upward (the space becomes U+0120).
+    """
+    return "".join(BYTE_TO_UNICODE[byte] for byte in token)
 
 
 def _bpe_below_rank(token: bytes, ranks: Mapping[bytes, int], max_rank: int) -> list[bytes]:
@@ -348,7 +310,7 @@ def save_hf_tokenizer(tokenizer: Tokenizer, out_dir: str | Path, model_max_lengt
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config.pop("backend", None)
-    _write_json(config_path, config)
+    write_json_atomically(config_path, config)
 
 
 # --------------------------------------------------------------------------------------
@@ -395,30 +357,46 @@ def hf_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
 
 
 def export_hf(model: nn.Module, tokenizer: Tokenizer, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``model`` + ``tokenizer`` as a Hugging Face GPT-2 directory; returns ``out_dir``.
+    """Write ``model`` + ``tokenizer`` as a Hugging Face directory: GPT2LMHeadModel, or
+    LlamaForCausalLM / Qwen3ForCausalLM for those families (names and config from `hf_llama`);
+    returns ``out_dir``.
 
-    Refuses (ExportError) a non-GPT-2 model, a tokenizer that cannot be converted or that
+    Refuses (ExportError) another architecture, a tokenizer that cannot be converted or that
     needs more ids than the model has, and an existing non-empty ``out_dir`` unless
     ``overwrite=True`` (then the export's files are replaced, other files stay).
     """
     from safetensors.torch import save_file
 
-    model = unwrap_model(model)
+    from llm_from_scratch.model.llama import LlamaModel
+
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
+    inner = unwrap_model(model)
+    if isinstance(inner, LlamaModel):  # Llama and Qwen3: names and config.json from hf_llama.py
+        from llm_from_scratch.export.hf_llama import hf_llama_config, hf_llama_state_dict
+
+        model = inner
+        try:
+            config = hf_llama_config(model.cfg, tokenizer, model.tok_emb.weight.dtype)
+        except ValueError as error:
+            raise ExportError(str(error)) from error
+        tensors = hf_llama_state_dict(model)
+    else:
+        model = exportable_gpt(model)
+        tensors = hf_state_dict(model)
+        config = hf_config(model.cfg, tokenizer, is_tied(model), model.tok_emb.weight.dtype)
     if tokenizer.vocab_size > model.cfg.vocab_size:
         raise ExportError(
             f"the tokenizer has {tokenizer.vocab_size} ids but the model only {model.cfg.vocab_size} "
             "embedding rows: they do not belong together"
         )
-    tensors = hf_state_dict(model)
-    dtype = model.tok_emb.weight.dtype
     build_hf_tokenizer(tokenizer)  # fail on an unsupported tokenizer before writing anything
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_save(out_dir / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    _write_json(out_dir / "config.json", hf_config(model.cfg, tokenizer, is_tied(model), dtype))
+    with atomic_path(out_dir / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_json_atomically(out_dir / "config.json", config)
     generation: dict[str, Any] = {"bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id}
-    _write_json(out_dir / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
+    write_json_atomically(out_dir / "generation_config.json", {k: v for k, v in generation.items() if v is not None})
     save_hf_tokenizer(tokenizer, out_dir, model_max_length=model.cfg.context_length)
     return out_dir
 
@@ -448,26 +426,6 @@ def check_output_file(path: Path, overwrite: bool) -> None:
         raise ExportError(f"{path} is a folder; give a file path (e.g. model.gguf)")
     if path.exists() and not overwrite:
         raise ExportError(f"{path} already exists; choose another name or pass overwrite=True")
-
-
-def _atomic_save(path: Path, write) -> None:
-    """Call ``write(temporary_path)`` and rename the result to ``path``: never half a file."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, data: Any) -> None:
-    write_atomically(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _import_transformers():

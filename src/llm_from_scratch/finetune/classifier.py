@@ -97,22 +97,6 @@ def set_trainable(classifier: SequenceClassifier, trainable: str, lora_rank: int
 
 
 @torch.no_grad()
-def calc_accuracy_loader(data_loader, model: nn.Module, device, num_batches: int | None = None) -> float:
-    """The material's accuracy: the share of examples whose highest logit is the right class."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for i, (input_ids, labels) in enumerate(data_loader):
-        if num_batches is not None and i >= num_batches:
-            break
-        predicted = model(input_ids.to(device)).argmax(dim=-1)
-        correct += int((predicted == labels.to(device)).sum())
-        total += labels.shape[0]
-    model.train(was_training)
-    return correct / total if total else float("nan")
-
-
-@torch.no_grad()
 def classify_texts(model: SequenceClassifier, tokenizer, texts: Sequence[str], max_length: int | None = None,
                    device=None) -> torch.Tensor:
     """Class probabilities (len(texts), num_classes) for raw texts, one text at a time (no padding
@@ -161,9 +145,9 @@ def build_classifier(base: nn.Module, num_classes: int, pad_token_id: int | None
 
 def load_classifier(path, device=None):
     """(classifier in eval mode, tokenizer, checkpoint dict) from a `llmfs finetune classify` checkpoint."""
-    from llm_from_scratch.loading import model_from_config
+    from llm_from_scratch.io.checkpoints import clean_state_dict, load_checkpoint
+    from llm_from_scratch.model.registry import model_from_config
     from llm_from_scratch.tokenizers import tokenizer_from_config
-    from llm_from_scratch.training.checkpoint import clean_state_dict, load_checkpoint
 
     ckpt = load_checkpoint(path, map_location="cpu")
     task = ckpt.get("task") or {}

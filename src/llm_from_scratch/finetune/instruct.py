@@ -9,9 +9,11 @@ The steps, each a function here:
 3. Training: the shared `GPTTrainer`; the collate sets the targets of padding (and optionally of
    the prompt) to -100, which the model's fused loss ignores.
 4. `generate_responses`: the test entries' prompts, decoded together in batches
-   (`batched_generation`), cut at the end of the answer, stored next to the entries.
-5. `exact_match_accuracy`: answers compared after light normalization (`data/synthetic_instructions`).
-   For open-ended answers, `judge.py` asks a stronger model to score them.
+   (`generation.generate_batch`, the project's one decoding loop), cut at the end of the
+   answer, stored next to the entries.
+5. `evaluation.scoring.score_exact_match`: answers compared after light normalization
+   (`data/synthetic_instructions`). For open-ended answers, `evaluation/judge.py` asks a stronger
+   model to score them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def prompt_style_for(tokenizer, style: str = "auto", system: str | None = None) 
     if style == "auto":
         style = "chat" if getattr(tokenizer, "chat_template", None) else "alpaca"
     if style == "chat":
-        from llm_from_scratch.chat_template import render_chat
+        from llm_from_scratch.tokenizers.chat_template import render_chat
 
         return ChatTemplateStyle(lambda messages, add_generation_prompt:
                                  render_chat(tokenizer, messages, add_generation_prompt=add_generation_prompt),
@@ -40,7 +42,7 @@ def prompt_style_for(tokenizer, style: str = "auto", system: str | None = None) 
 
 
 def stop_ids_for(tokenizer) -> list[int]:
-    from llm_from_scratch.chat_template import stop_token_ids
+    from llm_from_scratch.tokenizers.chat_template import stop_token_ids
 
     return stop_token_ids(tokenizer)
 
@@ -68,7 +70,7 @@ def generate_responses(model, tokenizer, entries: Sequence[Mapping[str, Any]], s
     """Greedy answers for `entries`, decoded in batches; returns copies of the entries with the answer."""
     from tqdm.auto import tqdm
 
-    from llm_from_scratch.batched_generation import generate_batch
+    from llm_from_scratch.generation import generate_batch
 
     allowed = getattr(style, "allowed_special", None)
     stop_ids = set(stop_ids_for(tokenizer))
@@ -87,27 +89,6 @@ def generate_responses(model, tokenizer, entries: Sequence[Mapping[str, Any]], s
             answer = style.extract_response(tokenizer.decode(new_ids))
             results.append({**entry, response_key: answer})
     return results
-
-
-def score_exact_match(results: Sequence[Mapping[str, Any]], response_key: str = "model_response") -> dict[str, Any]:
-    """Overall and per-task exact-match accuracy."""
-    from llm_from_scratch.data.synthetic_instructions import exact_match
-
-    from llm_from_scratch.data.synthetic_instructions import normalize_answer
-
-    per_task: dict[str, list[bool]] = {}
-    hits, contains = [], []
-    for entry in results:
-        hit = exact_match(entry[response_key], entry["output"])
-        hits.append(hit)
-        # A lenient second figure: the reference appears somewhere in the answer (a verbose but
-        # right answer counts here, not in exact match).
-        contains.append(normalize_answer(entry["output"]) in normalize_answer(entry[response_key]))
-        per_task.setdefault(entry.get("task", "all"), []).append(hit)
-    n = len(hits)
-    return {"exact_match": sum(hits) / n if n else float("nan"),
-            "contains_answer": sum(contains) / n if n else float("nan"), "count": n,
-            "per_task": {task: sum(v) / len(v) for task, v in sorted(per_task.items())}}
 
 
 def save_results(path: str | Path, results: Sequence[Mapping[str, Any]]) -> Path:

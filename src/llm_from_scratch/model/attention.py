@@ -228,15 +228,8 @@ class MultiHeadAttentionWrapper(nn.Module):
     Input ``(b, num_tokens, d_in)`` -> output ``(b, num_tokens, num_heads * d_out)``.
     """
 
-    def __init__(
-        self,
-        d_in: int,
-        d_out: int,
-        context_length: int,
-        dropout: float,
-        num_heads: int,
-        qkv_bias: bool = False,
-    ):
+    def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
+                 qkv_bias: bool = False):
         super().__init__()
         self.heads = nn.ModuleList(
             [
@@ -272,15 +265,8 @@ class MultiHeadAttention(nn.Module):
     Input ``(b, num_tokens, d_in)`` -> output ``(b, num_tokens, d_out)``.
     """
 
-    def __init__(
-        self,
-        d_in: int,
-        d_out: int,
-        context_length: int,
-        dropout: float,
-        num_heads: int,
-        qkv_bias: bool = False,
-    ):
+    def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
+                 qkv_bias: bool = False):
         super().__init__()
         if num_heads < 1:
             raise ValueError(f"num_heads must be at least 1, got {num_heads}")

@@ -23,7 +23,10 @@ import torch
 
 from llm_from_scratch.model.config import GPTConfig
 
-_BLOCK_NAMES = {  # HF suffix -> (our suffix, is Conv1D weight that needs a transpose)
+#: The one GPT-2 name table: Hugging Face suffix inside ``h.{i}.`` -> (our suffix inside
+#: ``trf_blocks.{i}.``, True for a Conv1D weight that needs a transpose). `weights.gpt2` (loading
+#: OpenAI's files) and `export.hf` (writing transformers' files) use it too.
+HF_BLOCK_NAMES = {
     "ln_1.weight": ("norm1.scale", False), "ln_1.bias": ("norm1.shift", False),
     "ln_2.weight": ("norm2.scale", False), "ln_2.bias": ("norm2.shift", False),
     "attn.c_attn.weight": ("att.qkv.weight", True), "attn.c_attn.bias": ("att.qkv.bias", False),
@@ -31,10 +34,48 @@ _BLOCK_NAMES = {  # HF suffix -> (our suffix, is Conv1D weight that needs a tran
     "mlp.c_fc.weight": ("ff.layers.0.weight", True), "mlp.c_fc.bias": ("ff.layers.0.bias", False),
     "mlp.c_proj.weight": ("ff.layers.2.weight", True), "mlp.c_proj.bias": ("ff.layers.2.bias", False),
 }
-_TOP_NAMES = {
+#: Hugging Face names outside the blocks (without ``transformer.``) -> ours. The head
+#: ``lm_head.weight`` is ``out_head.weight``; GPT-2 ties it to ``wte``.
+HF_TOP_NAMES = {
     "wte.weight": "tok_emb.weight", "wpe.weight": "pos_emb.weight",
     "ln_f.weight": "final_norm.scale", "ln_f.bias": "final_norm.shift",
+    "lm_head.weight": "out_head.weight",
 }
+_OUR_BLOCK_NAMES = {ours: (hf, transpose) for hf, (ours, transpose) in HF_BLOCK_NAMES.items()}
+_OUR_TOP_NAMES = {ours: hf for hf, ours in HF_TOP_NAMES.items()}
+
+
+def hf_to_our_name(hf_name: str) -> tuple[str, bool]:
+    """``h.3.attn.c_attn.weight`` -> (``trf_blocks.3.att.qkv.weight``, True = transpose it).
+
+    Accepts names with or without ``transformer.``; KeyError for a name GPT-2 does not have.
+    """
+    name = hf_name.removeprefix("transformer.")
+    if name in HF_TOP_NAMES:
+        return HF_TOP_NAMES[name], False
+    block, layer, suffix = name.split(".", 2) if name.count(".") >= 2 else ("", "", name)
+    if block != "h" or not layer.isdigit() or suffix not in HF_BLOCK_NAMES:
+        raise KeyError(f"Unexpected GPT-2 weight {hf_name!r}")
+    our_suffix, transpose = HF_BLOCK_NAMES[suffix]
+    return f"trf_blocks.{layer}.{our_suffix}", transpose
+
+
+def our_to_hf_name(our_name: str) -> tuple[str, bool]:
+    """``trf_blocks.3.att.qkv.weight`` -> (``h.3.attn.c_attn.weight``, True); the reverse of `hf_to_our_name`."""
+    if our_name in _OUR_TOP_NAMES:
+        return _OUR_TOP_NAMES[our_name], False
+    _, layer, suffix = our_name.split(".", 2)
+    hf_suffix, transpose = _OUR_BLOCK_NAMES[suffix]
+    return f"h.{layer}.{hf_suffix}", transpose
+
+
+def gpt2_state_keys(cfg: GPTConfig) -> list[str]:
+    """Our state-dict names of a GPT-2-shaped `GPTModel` with this config (qkv bias if it has one)."""
+    keys = [ours for ours in HF_TOP_NAMES.values()]
+    for i in range(cfg.n_layers):
+        keys += [f"trf_blocks.{i}.{ours}" for ours, _ in HF_BLOCK_NAMES.values()
+                 if cfg.qkv_bias or ours != "att.qkv.bias"]
+    return keys
 
 
 def config_from_hf(hf_config: Any) -> GPTConfig:
@@ -62,25 +103,13 @@ def state_dict_from_hf(hf_state: Mapping[str, torch.Tensor], cfg: GPTConfig) -> 
     """Rename (and transpose) a GPT2LMHeadModel / GPT2Model state dict into ours."""
     ours: dict[str, torch.Tensor] = {}
     for name, tensor in hf_state.items():
-        key = name.removeprefix("transformer.")
-        if key.endswith((".attn.bias", ".attn.masked_bias")):
+        if name.endswith((".attn.bias", ".attn.masked_bias")):
             continue  # old checkpoints store the causal mask as a buffer; we build it on the fly
-        if key == "lm_head.weight":
-            ours["out_head.weight"] = tensor
-        elif key in _TOP_NAMES:
-            ours[_TOP_NAMES[key]] = tensor
-        elif key.startswith("h."):
-            _, layer, suffix = key.split(".", 2)
-            if suffix not in _BLOCK_NAMES:
-                raise KeyError(f"Unexpected GPT-2 weight {name!r}")
-            our_suffix, transpose = _BLOCK_NAMES[suffix]
-            ours[f"trf_blocks.{layer}.{our_suffix}"] = tensor.t() if transpose else tensor
-        else:
-            raise KeyError(f"Unexpected GPT-2 weight {name!r}")
+        our_name, transpose = hf_to_our_name(name)
+        ours[our_name] = tensor.t() if transpose else tensor
     if "out_head.weight" not in ours:  # GPT-2 ties its head to the token embedding
         ours["out_head.weight"] = ours["tok_emb.weight"]
-    expected_blocks = {f"trf_blocks.{i}.{s}" for i in range(cfg.n_layers) for s, _ in _BLOCK_NAMES.values()}
-    missing = sorted(expected_blocks - ours.keys())
+    missing = [key for key in gpt2_state_keys(cfg) if key not in ours]
     if missing:
         raise KeyError(f"GPT-2 state dict is missing {len(missing)} weights, e.g. {missing[:3]}")
     return ours
@@ -88,18 +117,11 @@ def state_dict_from_hf(hf_state: Mapping[str, torch.Tensor], cfg: GPTConfig) -> 
 
 def state_dict_to_hf(our_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The reverse mapping, for exporting our models to `GPT2LMHeadModel`."""
-    top = {v: k for k, v in _TOP_NAMES.items()}
-    block = {v[0]: (k, v[1]) for k, v in _BLOCK_NAMES.items()}
     hf: dict[str, torch.Tensor] = {}
     for name, tensor in our_state.items():
-        if name == "out_head.weight":
-            hf["lm_head.weight"] = tensor
-        elif name in top:
-            hf["transformer." + top[name]] = tensor
-        elif name.startswith("trf_blocks."):
-            _, layer, suffix = name.split(".", 2)
-            hf_suffix, transpose = block[suffix]
-            hf[f"transformer.h.{layer}.{hf_suffix}"] = tensor.t().contiguous() if transpose else tensor
+        hf_name, transpose = our_to_hf_name(name)
+        prefix = "" if hf_name == "lm_head.weight" else "transformer."
+        hf[prefix + hf_name] = tensor.t().contiguous() if transpose else tensor
     return hf
 
 

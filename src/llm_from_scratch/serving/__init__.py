@@ -1,23 +1,28 @@
 """Serving a model over HTTP (`llmfs serve`): OpenAI- and Ollama-compatible APIs, batched generation.
 
 * :mod:`.engine` - the request queue and the batching scheduler (a worker thread decodes the
-  running requests together, new ones join the running batch);
+  running requests together, new ones join the running batch; the decoding itself is the
+  generation package's loop);
 * :mod:`.schemas` - the request bodies (pydantic);
-* :mod:`.app` - the FastAPI app: routes, errors in each API's format, API key and size limits;
+* :mod:`.errors` - errors in each API's format, and the guard rails (API key, body size);
+* :mod:`.served` - the served model and what the routes share (limits, submitting, following);
+* :mod:`.openai_routes`, :mod:`.ollama_routes` - the two APIs;
+* :mod:`.app` - the FastAPI app assembled from them, and `BackgroundServer`;
 * ``static/`` - the chat page served at ``/``.
 
-FastAPI and uvicorn are only needed here: ``import llm_from_scratch.serving`` does not import them.
+FastAPI and uvicorn are only needed for the app: ``import llm_from_scratch.serving`` does not
+import them.
 """
 
 from __future__ import annotations
 
+from llm_from_scratch.generation import SamplingParams
 from llm_from_scratch.serving.engine import (
     Engine,
     EngineClosedError,
     EngineFullError,
     Finished,
     RequestHandle,
-    SamplingParams,
     TextDelta,
 )
 

@@ -3,9 +3,13 @@
 Why batch? Decoding one token reads every weight of the model once. Reading them for 8 requests
 at once costs about the same as for one (the arithmetic is small next to the memory traffic), so
 a server that decodes its concurrent requests *together* produces several times more tokens per
-second than one that serves them one after the other. `batched_generation.BatchedDecoding` does
-the batched decoding (left padding, per-row positions, a padding-aware KV cache); this module
-decides *which* requests decode together and turns tokens into streamed text.
+second than one that serves them one after the other.
+
+This module only *schedules*: which requests wait, which decode together, when one joins or
+leaves, what a cancelled one frees. The decoding itself is the generation package's one loop
+(`generation/decoding.py`): `BatchedDecoding` runs the model on a left-padded batch with one KV
+cache, and `decode_step` picks each request's token with its own settings and turns it into text
+(`DecodingRow`, `IncrementalDetokenizer`: whole characters only, stop strings never sent).
 
 How it runs:
 
@@ -13,23 +17,16 @@ How it runs:
   and the call returns a `RequestHandle` whose events (`TextDelta`, then one `Finished`) arrive as
   they are produced. A full queue raises `EngineFullError` (HTTP 429).
 * One worker thread owns the model. Its loop: take waiting requests into the running batch
-  (up to `max_batch_size`), pick one token per running request (each with its own temperature,
-  top-k/top-p and random generator), hand out the new text, drop finished or cancelled requests
-  from the batch (`BatchedDecoding.keep`), run the model one step for the others, repeat.
+  (up to `max_batch_size`), run `decode_step` (one token per running request; finished ones
+  leave the batch), hand out the new text, repeat.
 * **Joining a running batch** ("continuous batching"): a request that arrives while a batch runs
-  does not wait for the batch to finish. Its prompt is prefilled on its own, then its KV cache
-  and the running batch's are *repacked* into one left-padded cache (`repack_caches`): every row
+  does not wait for the batch to finish. Its prompt is prefilled on its own, then the two batches
+  are joined (`BatchedDecoding.join`, which merges the KV caches with `KVCache.merge`): every row
   keeps its own tokens, right-aligned at the new common end, so its positions and attention stay
   exactly what they were. The running requests pause for that one prefill.
 * Padding must be invisible to the model for this to be exact. At start the engine checks it
   (`padding_is_exact`: the logits of a padded row must equal those of the prompt alone); a model
   that fails the check is only batched with prompts of equal length, and never joined.
-
-Text: tokens are turned into text incrementally. Byte-level BPE may split one character over
-several tokens; a piece of text is only released when it decodes to whole characters (no
-``'\\ufffd'`` at its end), so a client never receives half a UTF-8 character. Stop strings are
-found in the text; text that might be the beginning of a stop string is held back until it is
-clear that it is not.
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import secrets
 import threading
 import time
 from collections import deque
@@ -46,14 +42,12 @@ from typing import Any, AsyncIterator, Sequence
 
 import torch
 
-from llm_from_scratch.batched_generation import BatchedDecoding
-from llm_from_scratch.generation import sample_next_token
+from llm_from_scratch.generation import BatchedDecoding, DecodingRow, SamplingParams, decode_step
 
 log = logging.getLogger("llmfs.serve")
 
-#: How many tokens a piece of text may wait for the rest of a multi-byte character (UTF-8 needs
-#: at most 4 bytes; a byte-level token holds at least one). After that it is released as it is.
-MAX_PENDING_TOKENS = 8
+__all__ = ["Engine", "EngineClosedError", "EngineFullError", "Finished", "RequestHandle", "SamplingParams",
+           "TextDelta", "padding_is_exact"]
 
 
 class EngineFullError(RuntimeError):
@@ -62,34 +56,6 @@ class EngineFullError(RuntimeError):
 
 class EngineClosedError(RuntimeError):
     """The engine was shut down."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How one request is generated. temperature 0 = greedy (deterministic)."""
-
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()             # stop strings (not included in the output)
-    stop_token_ids: tuple[int, ...] | None = None  # stop tokens (not in the output); None: the
-                                                   # tokenizer's end-of-text/end-of-turn tokens
-
-    def __post_init__(self):
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be a positive integer (or absent), got {self.top_k}")
-        if self.seed is not None and not -2**63 <= self.seed < 2**64:
-            raise ValueError(f"seed must fit in 64 bits, got {self.seed}")
-        if any(not s for s in self.stop):
-            raise ValueError("stop strings must not be empty")
 
 
 @dataclass
@@ -120,24 +86,24 @@ class _Request:
 
     uid: int
     prompt: list[int]
-    params: SamplingParams
+    row: DecodingRow        # its decoding state: settings, generator, tokens, text
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue
-    generator: torch.Generator | None
     cancelled: bool = False
     released: bool = False  # no longer counted against max_requests
-    generated: list[int] = field(default_factory=list)
-    pending: list[int] = field(default_factory=list)   # ids whose text is not complete yet
-    text: str = ""          # text of generated[:len(generated) - len(pending)]
-    emitted: int = 0        # how much of `text` the client has received
     t_submit: float = 0.0
     t_prefill: float = 0.0
     t_first: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)  # for tests/benchmarks: who decoded with whom
 
     @property
-    def remaining(self) -> int:
-        return self.params.max_tokens - len(self.generated)
+    def params(self) -> SamplingParams:
+        return self.row.params
+
+    @property
+    def length(self) -> int:
+        """Its row's length in a batch: the prompt plus the tokens generated so far."""
+        return len(self.prompt) + len(self.row.token_ids)
 
     def send(self, event: Any) -> None:
         """Hand an event to the request's asyncio side (thread-safe)."""
@@ -210,35 +176,6 @@ def padding_is_exact(model, vocab_size: int, atol: float = 1e-4) -> bool:
     return all(torch.allclose(batched[i], alone[i], atol=atol * scale, rtol=0) for i in range(2))
 
 
-def repack_caches(model, parts: Sequence[tuple[Any, int]], extra: int):
-    """One KV cache holding the given rows of several caches, left-padded to a common end.
-
-    `parts`: (cache, row) pairs, in the order of the new batch. Row r of `cache` holds
-    ``cache.length - left_padding[r]`` real columns (its prompt and generated tokens so far),
-    right-aligned. In the new cache every row's real columns end at column L (the longest row's
-    length) and ``L - its length`` padding columns come first. A token keeps its position
-    (column - padding) and sees exactly the tokens it saw before, so the next steps compute what
-    they would have computed in the old caches. `extra`: columns to leave free for new tokens.
-    Padding columns are zero-filled: they are masked out, but a masked NaN would still poison
-    the attention's weighted sum (0 * NaN = NaN).
-    """
-    lengths = []
-    for cache, row in parts:
-        pad = int(cache.left_padding[row]) if cache.left_padding is not None else 0
-        lengths.append(cache.length - pad)
-    longest = max(lengths)
-    new = model.new_kv_cache(len(parts), longest + extra)
-    new.keys[:, :, :, :longest].zero_()
-    new.values[:, :, :, :longest].zero_()
-    for new_row, ((cache, row), n) in enumerate(zip(parts, lengths)):
-        # keys: (n_layers, batch, heads, max_len, head_dim); copy the row's last n real columns
-        new.keys[:, new_row, :, longest - n:longest] = cache.keys[:, row, :, cache.length - n:cache.length]
-        new.values[:, new_row, :, longest - n:longest] = cache.values[:, row, :, cache.length - n:cache.length]
-    new.length = longest
-    new.set_left_padding([longest - n for n in lengths])
-    return new
-
-
 class Engine:
     """A model behind a request queue; one worker thread decodes the running requests together.
 
@@ -268,7 +205,7 @@ class Engine:
         # A model may have more output rows than its tokenizer has ids (vocabulary padded to a
         # round number): those ids decode to nothing, so they are never sampled.
         self.vocab_size = min(model.cfg.vocab_size, getattr(tokenizer, "vocab_size", model.cfg.vocab_size))
-        from llm_from_scratch.chat_template import stop_token_ids
+        from llm_from_scratch.tokenizers.chat_template import stop_token_ids
 
         self.default_stop_ids = tuple(stop_token_ids(tokenizer))
         self.padding_ok = padding_is_exact(model, self.vocab_size) if (check_padding and max_batch_size > 1) \
@@ -340,13 +277,11 @@ class Engine:
         prompt = [int(t) for t in prompt_ids]
         self.check_prompt(prompt, params.max_tokens)
         loop = asyncio.get_running_loop()
-        generator = None
-        if params.temperature > 0:
-            generator = torch.Generator(device=self.device)
-            # no seed: a fresh random one (not torch.seed(), which would reseed the global generator)
-            generator.manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
-        request = _Request(uid=next(self._uids), prompt=prompt, params=params, loop=loop,
-                           queue=asyncio.Queue(), generator=generator, t_submit=time.perf_counter())
+        # the tokenizer's end-of-text/end-of-turn ids stop it unless params.stop_token_ids says otherwise
+        row = DecodingRow(params, tokenizer=self.tokenizer, stop_token_ids=self.default_stop_ids,
+                          generator=params.make_generator(self.device))
+        request = _Request(uid=next(self._uids), prompt=prompt, row=row, loop=loop, queue=asyncio.Queue(),
+                           t_submit=time.perf_counter())
         with self._cond:
             if self._stopping:
                 raise EngineClosedError("the server is shutting down")
@@ -432,7 +367,7 @@ class Engine:
         """Waiting requests that may start now (called with the lock held), first come first served.
 
         A request may start if the batch has room, joining is allowed (or nothing runs), and the
-        repacked cache (longest row + most tokens any row still needs) fits the model's context.
+        joined cache (longest row + most tokens any row still needs) fits the model's context.
         The first request that does not fit stops the others behind it, so it is not starved.
         """
         if self._paused or (self._running and not self.join_running):
@@ -441,14 +376,14 @@ class Engine:
             self._finish_cancelled(self._waiting.popleft())
         taken: list[_Request] = []
         rows = list(self._running)
-        longest = max((len(r.prompt) + len(r.generated) for r in rows), default=0)
-        need = max((r.remaining for r in rows), default=0)
+        longest = max((r.length for r in rows), default=0)
+        need = max((r.row.remaining for r in rows), default=0)
         while self._waiting and len(rows) < self.max_batch_size:
             request = self._waiting[0]
             if request.cancelled:
                 self._finish_cancelled(self._waiting.popleft())
                 continue
-            if not self.padding_ok and rows and len(request.prompt) != len(rows[0].prompt) + len(rows[0].generated):
+            if not self.padding_ok and rows and len(request.prompt) != rows[0].length:
                 break
             new_longest, new_need = max(longest, len(request.prompt)), max(need, request.params.max_tokens)
             if rows and new_longest + new_need > self.context_length:
@@ -465,132 +400,62 @@ class Engine:
         self._count -= 1
 
     def _admit(self, batch: BatchedDecoding | None, arrivals: list[_Request]) -> BatchedDecoding:
-        """Prefill the arrivals (one left-padded batch) and merge them into the running batch."""
+        """Prefill the arrivals (one left-padded batch) and join them to the running batch."""
         start = time.perf_counter()
         fresh = BatchedDecoding(self.model, [r.prompt for r in arrivals],
-                                max_new_tokens=max(r.params.max_tokens for r in arrivals))
-        fresh.requests = [r.uid for r in arrivals]
+                                max_new_tokens=max(r.params.max_tokens for r in arrivals),
+                                requests=[r.row for r in arrivals])
         self.stats["prefills"] += 1
         for request in arrivals:
             request.t_prefill = start
         if batch is None or not self._running:
             self._running = list(arrivals)
             return fresh
-        # Join: one cache with the running rows first, then the arrivals.
+        # Join: one batch with the running rows first, then the arrivals.
         rows = self._running + arrivals
-        need = max(r.remaining for r in rows)
-        parts = [(batch.cache, i) for i in range(len(self._running))] + \
-                [(fresh.cache, i) for i in range(len(arrivals))]
-        batch.cache = repack_caches(self.model, parts, need)
-        batch.logits = torch.cat([batch.logits, fresh.logits], dim=0)
-        batch.requests = [r.uid for r in rows]
+        batch.join(fresh, extra=max(r.row.remaining for r in rows))
         self._running = rows
         self.stats["joins"] += 1
         return batch
 
-    def _pick_tokens(self, logits: torch.Tensor, rows: list[_Request]) -> list[int]:
-        """One next token per row, each with its request's own sampling settings."""
-        logits = logits[:, :self.vocab_size]                       # (b, vocab)
-        tokens = torch.argmax(logits, dim=-1).tolist()             # greedy for every row first
-        for i, request in enumerate(rows):
-            p = request.params
-            if p.temperature > 0:
-                tokens[i] = int(sample_next_token(logits[i:i + 1], p.temperature, p.top_k, p.top_p,
-                                                  request.generator)[0, 0])
-        return tokens
-
     def _decode_step(self, batch: BatchedDecoding) -> BatchedDecoding | None:
+        """Drop cancelled requests, then one step of the generation loop for the others."""
         rows = self._running
         self.stats["peak_batch_size"] = max(self.stats["peak_batch_size"], len(rows))
-        tokens = self._pick_tokens(batch.logits, rows)
-        still: list[_Request] = []
-        done: list[_Request] = []
-        for request, token in zip(rows, tokens):
+        for request in rows:
             request.batch_sizes.append(len(rows))
-            if request.cancelled:
-                self.stats["cancelled"] += 1
-                done.append(request)
-                continue
-            if not request.generated:
-                request.t_first = time.perf_counter()
-            if self._accept(request, token):
-                done.append(request)
-            else:
-                still.append(request)
-        self.stats["tokens"] += len(rows)
-        if done:
-            self._release(done)
-        self._running = still
-        if not still:
+        cancelled = [r for r in rows if r.cancelled]
+        if cancelled:
+            self.stats["cancelled"] += len(cancelled)
+            self._release(cancelled)
+            rows = [r for r in rows if not r.cancelled]
+            batch.keep([r.row for r in rows])
+        if not rows:
+            self._running = []
             return None
-        if len(still) < len(rows):
-            batch.keep([r.uid for r in still])
-        batch.step([r.generated[-1] for r in still])
+        picked_at = time.perf_counter()  # the tokens are picked first thing in decode_step
+        results = decode_step(batch, vocab_size=self.vocab_size)
+        self.stats["tokens"] += len(rows)
+        for request, (row, _, text) in zip(rows, results):
+            if not request.t_first:
+                request.t_first = picked_at
+            if text:
+                request.send(TextDelta(text))
+            if row.finished:
+                self._finish(request)
+        self._running = [r for r in rows if not r.row.finished]
+        if not self._running:
+            return None
         self.stats["steps"] += 1
         return batch
 
-    # ---- tokens -> text ----------------------------------------------------------------------
-
-    def _accept(self, request: _Request, token: int) -> bool:
-        """Add a token to a request, send the new text; True if the request is finished."""
-        p = request.params
-        if token in (self.default_stop_ids if p.stop_token_ids is None else p.stop_token_ids):
-            self._finish(request, "stop")
-            return True
-        request.generated.append(token)
-        request.pending.append(token)
-        piece = self.tokenizer.decode(request.pending)
-        if not piece.endswith("\ufffd") or len(request.pending) >= MAX_PENDING_TOKENS:
-            request.text += piece
-            request.pending = []
-        if self._release_text(request):
-            self._finish(request, "stop")
-            return True
-        if request.remaining <= 0:
-            self._finish(request, "length")
-            return True
-        return False
-
-    def _release_text(self, request: _Request, final: bool = False) -> bool:
-        """Send the text that is safe to send; True if a stop string was found (text cut there)."""
-        text, stops = request.text, request.params.stop
-        if stops:
-            longest = max(len(s) for s in stops)
-            search_from = max(0, request.emitted - longest + 1)
-            hits = [i for i in (text.find(s, search_from) for s in stops) if i >= 0]
-            if hits:
-                request.text = text = text[:min(hits)]
-                self._send_text(request, len(text))
-                return True
-        safe = len(text)
-        if stops and not final:
-            # hold back a tail that could still grow into a stop string
-            for s in stops:
-                for k in range(min(len(s) - 1, len(text)), 0, -1):
-                    if text.endswith(s[:k]):
-                        safe = min(safe, len(text) - k)
-                        break
-        self._send_text(request, safe)
-        return False
-
-    def _send_text(self, request: _Request, upto: int) -> None:
-        if upto > request.emitted:
-            request.send(TextDelta(request.text[request.emitted:upto]))
-            request.emitted = upto
-
-    def _finish(self, request: _Request, reason: str) -> None:
-        if request.pending:  # whatever is left, even an incomplete character
-            request.text += self.tokenizer.decode(request.pending)
-            request.pending = []
-        if self._release_text(request, final=True):
-            reason = "stop"
-        if not request.t_first:
-            request.t_first = time.perf_counter()
+    def _finish(self, request: _Request) -> None:
+        row = request.row
         now = time.perf_counter()
         self.stats["finished"] += 1
         self._release([request])  # before the client hears it is done: its next request finds room
         request.send(Finished(
-            reason=reason, text=request.text, prompt_tokens=len(request.prompt),
-            completion_tokens=len(request.generated), token_ids=list(request.generated),
+            reason=row.finish_reason, text=row.text, prompt_tokens=len(request.prompt),
+            completion_tokens=len(row.token_ids), token_ids=list(row.token_ids),
             queued_s=request.t_prefill - request.t_submit, prefill_s=request.t_first - request.t_prefill,
             decode_s=now - request.t_first, total_s=now - request.t_submit))

@@ -62,15 +62,9 @@ import regex
 import tiktoken
 from tqdm import tqdm
 
-from llm_from_scratch.tokenizers.base import (
-    DEFAULT_ALLOWED_SPECIAL,
-    ENDOFTEXT,
-    AllowedSpecial,
-    Tokenizer,
-    as_token_ids,
-    register_tokenizer_type,
-)
-from llm_from_scratch.tokenizers.tiktoken_bpe import read_tiktoken_recipe
+from llm_from_scratch.tokenizers.base import (DEFAULT_ALLOWED_SPECIAL, ENDOFTEXT, AllowedSpecial, Tokenizer,
+                                              as_token_ids, register_tokenizer_type)
+from llm_from_scratch.tokenizers.tiktoken_bpe import encode_with_tiktoken, read_tiktoken_recipe
 
 #: GPT-4's pre-split regex (``cl100k_base``), taken from tiktoken's definition of that
 #: encoding (read locally, no download). Its alternatives, tried left to right:
@@ -422,9 +416,7 @@ class BPETokenizer(Tokenizer):
         Special tokens in the text become their ids if they are in ``allowed_special``
         (default: ``<|endoftext|>``); any other special token in the text is an error.
         """
-        if allowed_special != "all":
-            allowed_special = set(allowed_special)
-        return self.tiktoken_encoding.encode(text, allowed_special=allowed_special)
+        return encode_with_tiktoken(self.tiktoken_encoding, text, allowed_special)
 
     def encode_python(self, text: str, allowed_special: AllowedSpecial = DEFAULT_ALLOWED_SPECIAL) -> list[int]:
         """Text -> ids with our own pure-Python encoder: the reference :meth:`encode` must match."""

@@ -135,7 +135,7 @@ class HFBPETokenizer(Tokenizer):
     ``eos_token`` becomes ``eot_id`` (what generation stops at; for SmolLM2-Instruct that is
     ``<|im_end|>``); without it, ``<|endoftext|>`` if present. ``chat_template`` (a Jinja string)
     is kept with the tokenizer so checkpoints of fine-tuned models keep it too
-    (see :mod:`llm_from_scratch.chat_template`).
+    (see :mod:`llm_from_scratch.tokenizers.chat_template`).
 
     ``engine``: ``"tiktoken"`` (fast; an error if the vocabulary does not allow it), ``"merges"``
     (pure Python, follows the merges list exactly) or ``"auto"`` (tiktoken when possible).
@@ -296,7 +296,7 @@ class HFBPETokenizer(Tokenizer):
         if data.get("normalizer") is not None:
             raise ValueError(f"tokenizer.json has a normalizer ({data['normalizer'].get('type')}); "
                              "byte-level BPE tokenizers with a normalizer are not supported")
-        pre_tokenizer = _recognize_pre_tokenizer(data.get("pre_tokenizer"))
+        pre_tokenizer, pattern = _recognize_pre_tokenizer(data.get("pre_tokenizer"))
         vocab: dict[str, int] = model["vocab"]
         specials = {added["content"]: added["id"] for added in data.get("added_tokens", [])}
         size = max([*vocab.values(), *specials.values()]) + 1
@@ -309,7 +309,7 @@ class HFBPETokenizer(Tokenizer):
         if holes:
             raise ValueError(f"tokenizer.json has no token for ids {holes[:10]}")
         return cls(tokens, model.get("merges", []), special_tokens=specials, pre_tokenizer=pre_tokenizer,
-                   eos_token=eos_token, bos_token=bos_token, chat_template=chat_template, name=name,
+                   pattern=pattern, eos_token=eos_token, bos_token=bos_token, chat_template=chat_template, name=name,
                    engine=engine)
 
     # ------------------------------------------------------------------ the Tokenizer interface
@@ -449,22 +449,29 @@ class HFBPETokenizer(Tokenizer):
         return tuple(self._token_ids[symbol] for symbol in symbols)
 
 
-def _recognize_pre_tokenizer(spec: Mapping[str, Any] | None) -> str:
-    """Map a tokenizer.json pre_tokenizer to one of PRE_TOKENIZERS, or raise."""
+def _recognize_pre_tokenizer(spec: Mapping[str, Any] | None) -> tuple[str, str | None]:
+    """Map a tokenizer.json pre_tokenizer to (one of PRE_TOKENIZERS, None), or to ("regex", its
+    splitting regex) for Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)] (Qwen and
+    other models that bring their own pattern); anything else raises."""
 
-    def is_byte_level(step: Mapping[str, Any]) -> bool:
-        return (step.get("type") == "ByteLevel" and step.get("use_regex", True)
+    def is_byte_level(step: Mapping[str, Any], use_regex: bool = True) -> bool:
+        return (step.get("type") == "ByteLevel" and step.get("use_regex", True) == use_regex
                 and not step.get("add_prefix_space", False))
 
     if spec is not None and is_byte_level(spec):
-        return "gpt2"
+        return "gpt2", None
     if spec is not None and spec.get("type") == "Sequence":
         steps = spec.get("pretokenizers", [])
         if (len(steps) == 2 and steps[0].get("type") == "Digits" and steps[0].get("individual_digits")
                 and is_byte_level(steps[1])):
-            return "smollm"
+            return "smollm", None
+        if (len(steps) == 2 and steps[0].get("type") == "Split" and "Regex" in (steps[0].get("pattern") or {})
+                and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert")
+                and is_byte_level(steps[1], use_regex=False)):
+            return "regex", steps[0]["pattern"]["Regex"]
     raise ValueError(
         f"unsupported pre_tokenizer in tokenizer.json: {json.dumps(spec)[:300]}. Supported: ByteLevel "
-        "(GPT-2) and Sequence[Digits(individual_digits=True), ByteLevel] (SmolLM2/StarCoder); pass "
+        "(GPT-2), Sequence[Digits(individual_digits=True), ByteLevel] (SmolLM2/StarCoder) and "
+        "Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)] (Qwen); pass "
         "HFBPETokenizer(..., pattern=<regex>) to use another splitting regex"
     )

@@ -358,6 +358,13 @@ def _recipe_with_file_hash(sha256: str) -> EncodingRecipe | None:
 # --------------------------------------------------------------------------------------
 
 
+def encode_with_tiktoken(encoding: tiktoken.Encoding, text: str, allowed_special: AllowedSpecial) -> list[int]:
+    """``encoding.encode`` with our ``allowed_special`` convention (any iterable of names, or "all")."""
+    if allowed_special != "all":
+        allowed_special = set(allowed_special)
+    return encoding.encode(text, allowed_special=allowed_special)
+
+
 @register_tokenizer_type("tiktoken")
 class TiktokenTokenizer(Tokenizer):
     """A tiktoken encoding behind this project's Tokenizer interface; ids are identical to tiktoken's.
@@ -403,9 +410,7 @@ class TiktokenTokenizer(Tokenizer):
         return self.encoding.n_vocab
 
     def encode(self, text: str, allowed_special: AllowedSpecial = DEFAULT_ALLOWED_SPECIAL) -> list[int]:
-        if allowed_special != "all":
-            allowed_special = set(allowed_special)
-        return self.encoding.encode(text, allowed_special=allowed_special)
+        return encode_with_tiktoken(self.encoding, text, allowed_special)
 
     def decode(self, ids: Iterable[int]) -> str:
         try:

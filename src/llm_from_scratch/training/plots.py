@@ -29,12 +29,7 @@ def plot_losses(history: list[dict[str, float]], path: str | Path) -> Path:
         tokens_per_step = history[-1]["tokens"] / steps[-1]
         top = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step, lambda t: t / tokens_per_step))
         top.set_xlabel("tokens seen")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_metrics(history: list[dict[str, float]], keys: list[str], path: str | Path, ylabel: str = "") -> Path:
@@ -52,6 +47,13 @@ def plot_metrics(history: list[dict[str, float]], keys: list[str], path: str | P
     ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write the figure as a PNG (folders made as needed) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,10 @@
 
 Submodules are imported only when used, so ``import llm_from_scratch.weights`` stays quick:
 
-* :mod:`.tf_checkpoint` - reading TensorFlow checkpoints without TensorFlow;
-* :mod:`.gpt2` - OpenAI's GPT-2 (all sizes) from Hugging Face or OpenAI's own files;
+* :mod:`.catalog` - every pretrained model we know by name (one list for the whole project);
+* :mod:`.tf_checkpoint` - reading TensorFlow checkpoints without TensorFlow (checksums: :mod:`.crc32c`);
+* :mod:`.gpt2` - OpenAI's GPT-2 (all sizes) from Hugging Face or OpenAI's own files
+  (:mod:`.gpt2_files`: the formats on disk; :mod:`.gpt2_names`: the tensors' names and shapes);
 * :mod:`.gguf_file` - reading GGUF files (llama.cpp's format), dequantizing to float;
 * :mod:`.llama` - Llama-family models (SmolLM2) from GGUF or Hugging Face safetensors.
 """

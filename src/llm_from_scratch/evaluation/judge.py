@@ -313,7 +313,7 @@ class LocalJudge(Judge):
     def ask(self, prompt: str, attempt: int = 0) -> str:
         import torch
 
-        from llm_from_scratch.chat_template import render_chat, stop_token_ids
+        from llm_from_scratch.tokenizers.chat_template import render_chat, stop_token_ids
         from llm_from_scratch.generation import stream_text
 
         tokenizer = self.loaded.tokenizer

@@ -1,0 +1,38 @@
+"""The sampling defaults of every surface: the one place they are written down.
+
+A setting a caller leaves out takes its surface's value here (``None``: off). The surfaces differ
+on purpose: the Python API is greedy (repeatable, as the book's chapters are); the command line
+samples (varied text from a base model, focused answers in a chat); the server's OpenAI and
+Ollama routes use *those APIs'* documented defaults, so that clients written for them get what
+they expect.
+
+==============  ===========  =====  =====  ==========  ==================================================
+surface         temperature  top_k  top_p  max tokens  used by
+==============  ===========  =====  =====  ==========  ==================================================
+python          0.0          -      -      (required)  `generate`, `stream_text`, `generate_batch`, ...
+generate        0.8          50     -      100         `llmfs generate`
+chat            0.2          -      0.9    256         `llmfs chat`
+openai          1.0          -      -      (server)    /v1 routes of `llmfs serve` (OpenAI's defaults)
+ollama          0.8          40     0.9    (server)    /api routes of `llmfs serve` (Ollama's defaults)
+==============  ===========  =====  =====  ==========  ==================================================
+
+"(server)": the server's ``--max_tokens`` limit, or what the context leaves. This module imports
+nothing heavy, so the command-line parsers can read it while `llmfs --help` stays quick.
+"""
+
+from __future__ import annotations
+
+SURFACE_DEFAULTS: dict[str, dict[str, float | int | None]] = {
+    "python": {"temperature": 0.0, "top_k": None, "top_p": None},
+    "generate": {"temperature": 0.8, "top_k": 50, "top_p": None, "max_tokens": 100},
+    "chat": {"temperature": 0.2, "top_k": None, "top_p": 0.9, "max_tokens": 256},
+    "openai": {"temperature": 1.0, "top_k": None, "top_p": None},
+    "ollama": {"temperature": 0.8, "top_k": 40, "top_p": 0.9},
+}
+
+
+def surface_default(surface: str, name: str):
+    """The default of one setting on one surface: ``surface_default("ollama", "top_k") == 40``."""
+    if surface not in SURFACE_DEFAULTS:
+        raise ValueError(f"unknown surface {surface!r}: one of {', '.join(SURFACE_DEFAULTS)}")
+    return SURFACE_DEFAULTS[surface].get(name)
