@@ -72,3 +72,12 @@ def config_from_args(config_class, args: argparse.Namespace, **changes: Any):
     given = vars(args)
     values = {f.name: given[f.name] for f in dataclasses.fields(config_class) if f.name in given}
     return config_class(**{**values, **changes})
+
+
+def human_size(num_bytes: float) -> str:
+    """1536 -> "1.5 KB": file and text sizes in messages."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:,.0f} {unit}" if unit == "B" else f"{num_bytes:,.1f} {unit}"
+        num_bytes /= 1024
+    raise AssertionError("unreachable")

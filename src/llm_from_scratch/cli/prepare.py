@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from llm_from_scratch.cli.common import human_size
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("prepare", help="tokenize a corpus once into memory-mapped token shards",
@@ -32,14 +34,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="tokenize again even if up-to-date shards exist")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(handler=run)
-
-
-def _size(num_bytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if num_bytes < 1024 or unit == "GB":
-            return f"{num_bytes:,.0f} {unit}" if unit == "B" else f"{num_bytes:,.1f} {unit}"
-        num_bytes /= 1024
-    raise AssertionError("unreachable")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     for split in ("train", "validation"):
         path = getattr(shards, split)
         text_size = meta["sources"][split]["size"]
-        print(f"  {split:<10} {tokens[split]:>14,} tokens  {_size(path.stat().st_size):>10}  {path}"
-              f"  (from {_size(text_size)} of text)")
+        print(f"  {split:<10} {tokens[split]:>14,} tokens  {human_size(path.stat().st_size):>10}  {path}"
+              f"  (from {human_size(text_size)} of text)")
     if meta.get("reused"):
         print(f"Up to date: reused the shards prepared {meta.get('created', '')} "
               f"({meta.get('tokens_per_second', 0):,} tokens/s then); --force tokenizes again.")

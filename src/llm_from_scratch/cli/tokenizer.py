@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from llm_from_scratch.cli.common import CommandError, add_flag
+from llm_from_scratch.cli.common import CommandError, add_flag, human_size
 
 
 def add_parser(subparsers) -> None:
@@ -96,7 +96,7 @@ def run_train(args: argparse.Namespace) -> int:
                            f"(256 byte tokens + {len(special_tokens)} special), got {args.vocab_size}")
     train_text, validation_text, description = read_corpus(args.dataset, args.max_chars)
     train_bytes = len(train_text.encode("utf-8"))
-    print(f"Training a {args.vocab_size}-token byte-level BPE on {_size(train_bytes)} of {description}")
+    print(f"Training a {args.vocab_size}-token byte-level BPE on {human_size(train_bytes)} of {description}")
 
     started = time.perf_counter()
     tokenizer = BPETokenizer.train(train_text, args.vocab_size, special_tokens=special_tokens,
@@ -111,7 +111,7 @@ def run_train(args: argparse.Namespace) -> int:
     which = "validation" if measured_on is validation_text else "train (no validation text)"
     num_tokens = len(tokenizer.encode(measured_on, allowed_special="all"))
     num_bytes = len(measured_on.encode("utf-8"))
-    print(f"Compression on the {which} text ({_size(num_bytes)}): {num_bytes / max(num_tokens, 1):.2f} bytes "
+    print(f"Compression on the {which} text ({human_size(num_bytes)}): {num_bytes / max(num_tokens, 1):.2f} bytes "
           f"per token ({num_tokens:,} tokens; 1.00 would mean no merges)")
 
     sample = _first_line(measured_on)
@@ -119,7 +119,7 @@ def run_train(args: argparse.Namespace) -> int:
     _print_encoding(tokenizer, sample, indent="  ")
 
     out = tokenizer.save(args.out)
-    print(f"Saved to {out} ({_size(out.stat().st_size)}); load it with get_tokenizer({str(out)!r}) "
+    print(f"Saved to {out} ({human_size(out.stat().st_size)}); load it with get_tokenizer({str(out)!r}) "
           f"or --tokenizer {out}")
     if args.tiktoken_out:
         ranks = tokenizer.save_tiktoken(args.tiktoken_out)
@@ -177,11 +177,3 @@ def _first_line(text: str, max_chars: int = 80) -> str:
         if len(line.split()) >= 6 or len(line) >= 30:
             return line[:max_chars]
     return (lines[0] if lines else text)[:max_chars]
-
-
-def _size(num_bytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if num_bytes < 1024 or unit == "GB":
-            return f"{num_bytes:,.0f} {unit}" if unit == "B" else f"{num_bytes:,.1f} {unit}"
-        num_bytes /= 1024
-    raise AssertionError("unreachable")

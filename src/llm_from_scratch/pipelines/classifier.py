@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
+from llm_from_scratch.pipelines.common import PipelineError, RunFiles, sigterm_as_ctrl_c
 from llm_from_scratch.pipelines.finetuning import (FinetuneConfig, default_out_dir, finetune_trainer,
                                                    load_start_model, run_name)
 
@@ -48,7 +48,7 @@ class ClassifierConfig(FinetuneConfig):
 
 
 @dataclass
-class ClassifierResult:
+class ClassifierResult(RunFiles):
     """What a classifier run produced."""
 
     out_dir: Path
@@ -58,14 +58,6 @@ class ClassifierResult:
     accuracy: dict[str, float]           # "train", "validation", "test": on every text of the split
     history: list[dict[str, Any]] = field(default_factory=list)
     minutes: float = 0.0
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.out_dir / "best_model.pt"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.out_dir / "last.pt"
 
 
 def finetune_classifier(config: ClassifierConfig) -> ClassifierResult:

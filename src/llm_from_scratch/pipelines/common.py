@@ -5,6 +5,7 @@
   From Python it is an ordinary exception; the `llmfs` command line prints it as one line
   (`llmfs train: error: ...`, exit code 2) instead of a traceback. `cli/common.py` calls it
   `CommandError` (the commands raise the same error for bad flags).
+* `RunFiles`: where a run's checkpoints are (the result of every training stage has them).
 * `sigterm_as_ctrl_c()`: while a stage trains, SIGTERM (what `kill` and job schedulers send)
   behaves like Ctrl-C, so the trainer saves a `last.pt` that a resumed run continues exactly.
 
@@ -15,10 +16,27 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from pathlib import Path
 
 
 class PipelineError(Exception):
     """A problem with the input of a stage or a command: shown as a one-line error, no traceback."""
+
+
+class RunFiles:
+    """The checkpoints a training stage writes into its `out_dir` (a base of the result types)."""
+
+    out_dir: Path
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """The weights of the evaluation with the lowest validation loss."""
+        return self.out_dir / "best_model.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """The latest full training state: what --resume continues from."""
+        return self.out_dir / "last.pt"
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_from_scratch.pipelines.common import sigterm_as_ctrl_c
+from llm_from_scratch.pipelines.common import RunFiles, sigterm_as_ctrl_c
 from llm_from_scratch.pipelines.finetuning import (FinetuneConfig, default_out_dir, finetune_trainer,
                                                    load_start_model, run_name)
 
@@ -42,7 +42,7 @@ class InstructConfig(FinetuneConfig):
 
 
 @dataclass
-class InstructResult:
+class InstructResult(RunFiles):
     """What an instruction run produced."""
 
     out_dir: Path

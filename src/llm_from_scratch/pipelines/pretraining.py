@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
+from llm_from_scratch.pipelines.common import PipelineError, RunFiles, sigterm_as_ctrl_c
 
 # The no-flag main job: a character-level gpt-micro on Shakespeare, a few minutes on a CPU. (With
 # the GPT-2 tokenizer the same model runs ~29x slower on a CPU: its 50,257-way output layer
@@ -92,7 +92,7 @@ class PretrainConfig:
 
 
 @dataclass
-class PretrainResult:
+class PretrainResult(RunFiles):
     """What a run produced: where its files are, its evaluation history, the trained model."""
 
     out_dir: Path
@@ -100,14 +100,6 @@ class PretrainResult:
     model: Any                          # the trained model (GPTModel, LlamaModel, ...), on its device
     tokenizer: Any
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation (= log.jsonl)
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.out_dir / "best_model.pt"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.out_dir / "last.pt"
 
     @property
     def final_val_loss(self) -> float | None:
