@@ -35,3 +35,38 @@ def sample_text():
         idx = torch.randint(0, len(words), (n,), generator=g).tolist()
         sentences.append(" ".join(words[i] for i in idx).capitalize() + ".")
     return " ".join(sentences)
+
+
+@pytest.fixture
+def corpus_dir(tmp_path, monkeypatch):
+    """A small corpus folder (train.txt + validation.txt of built-in stories) and a private,
+    offline cache: what `llmfs train --dataset <folder>` tests train on without downloads."""
+    from llm_from_scratch.data.tiny_stories import tiny_stories
+
+    monkeypatch.setenv("LLMFS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LLMFS_OFFLINE", "1")
+    folder = tmp_path / "stories"
+    folder.mkdir()
+    text = tiny_stories(num_stories=300)
+    cut = int(len(text) * 0.9)
+    (folder / "train.txt").write_text(text[:cut], encoding="utf-8")
+    (folder / "validation.txt").write_text(text[cut:], encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def base_checkpoint(tmp_path):
+    """A tiny untrained GPT with the GPT-2 tokenizer, saved as our checkpoint: the starting point
+    of the fine-tuning tests."""
+    from llm_from_scratch.model import GPTConfig, GPTModel
+    from llm_from_scratch.tokenizers import get_tokenizer
+    from llm_from_scratch.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2, n_layers=2,
+                               drop_rate=0.0))
+    path = tmp_path / "base.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.cfg.to_dict(),
+                           "tokenizer": get_tokenizer("gpt2").to_config()})
+    return path
+

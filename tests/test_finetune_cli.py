@@ -11,8 +11,7 @@ from llm_from_scratch.cli.main import main
 from llm_from_scratch.finetune.classifier import SequenceClassifier
 from llm_from_scratch.model import GPTConfig, GPTModel
 from llm_from_scratch.pipelines.classifier import trim_padding
-from llm_from_scratch.tokenizers import get_tokenizer
-from llm_from_scratch.training.checkpoint import load_checkpoint, save_checkpoint
+from llm_from_scratch.training.checkpoint import load_checkpoint
 
 
 def run_cli(capsys, *argv):
@@ -22,17 +21,6 @@ def run_cli(capsys, *argv):
         code = exc.code
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-@pytest.fixture
-def base_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2, n_layers=2,
-                               drop_rate=0.0))
-    path = tmp_path / "base.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.cfg.to_dict(),
-                           "tokenizer": get_tokenizer("gpt2").to_config()})
-    return path
 
 
 @pytest.mark.parametrize("lora, precision", [(False, "fp32"), (True, "bf16")])

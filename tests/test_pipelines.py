@@ -11,26 +11,9 @@ import pytest
 import torch
 
 from llm_from_scratch.cli.main import main
-from llm_from_scratch.data.tiny_stories import tiny_stories
-from llm_from_scratch.model import GPTConfig, GPTModel
 from llm_from_scratch.pipelines import (ClassifierConfig, InstructConfig, PipelineError, PretrainConfig,
                                         finetune_classifier, finetune_instruct, pretrain)
-from llm_from_scratch.tokenizers import get_tokenizer
 from llm_from_scratch.training import GPTTrainer, load_checkpoint
-from llm_from_scratch.training.checkpoint import save_checkpoint
-
-
-@pytest.fixture
-def corpus_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLMFS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("LLMFS_OFFLINE", "1")
-    folder = tmp_path / "stories"
-    folder.mkdir()
-    text = tiny_stories(num_stories=300)
-    cut = int(len(text) * 0.9)
-    (folder / "train.txt").write_text(text[:cut], encoding="utf-8")
-    (folder / "validation.txt").write_text(text[cut:], encoding="utf-8")
-    return folder
 
 
 def tiny_run(corpus_dir, out_dir, **changes) -> PretrainConfig:
@@ -107,17 +90,6 @@ def test_llama_micro_trains_resumes_bit_exactly_and_generates(corpus_dir, tmp_pa
     assert first.startswith("Mia") and len(first.strip()) >= 20
     assert main([*argv, "--stream"]) == 0
     assert capsys.readouterr().out == first
-
-
-@pytest.fixture
-def base_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2, n_layers=2,
-                               drop_rate=0.0))
-    path = tmp_path / "base.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.cfg.to_dict(),
-                           "tokenizer": get_tokenizer("gpt2").to_config()})
-    return path
 
 
 def test_finetune_classifier_from_python(base_checkpoint, tmp_path, capsys):

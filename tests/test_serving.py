@@ -803,3 +803,43 @@ def test_llmfs_serve_as_a_process_answers_and_stops_on_ctrl_c_or_kill(loaded, st
             raise AssertionError(f"llmfs serve did not stop within 30 s of {stop_signal}")
     assert process.returncode == 0, err
     assert f"on http://127.0.0.1:{port}" in err and "stopping" in err
+
+
+class GatedModel(ScriptedModel):
+    """A scripted model whose second forward pass (the first decoding step) waits until the test
+    has seen the first text, or until a timeout: a server that sends a token only after the next
+    forward pass makes that wait run out."""
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.gate = threading.Event()
+        self.completed = 0
+
+    def forward(self, idx, kv_cache=None, only_last=False):
+        if self.completed == 1:
+            self.gate.wait(timeout=5)
+        out = super().forward(idx, kv_cache=kv_cache, only_last=only_last)
+        self.completed += 1
+        return out
+
+
+def test_a_token_reaches_the_client_before_the_next_forward_pass(tokenizer):
+    """Time to first token is one prefill: the engine sends each token's text before it runs the
+    model for the next one (the loop's step in two halves: accept_tokens, then advance)."""
+    script = tokenizer.encode(" Hello there, friend")
+    model = GatedModel(script)
+    engine = Engine(model, tokenizer, max_batch_size=1, check_padding=False)
+
+    async def main():
+        handle = engine.submit(tokenizer.encode("Say hi"), SamplingParams(max_tokens=4, temperature=0))
+        async for event in handle.events():
+            if isinstance(event, TextDelta):
+                seen_after = model.completed
+                model.gate.set()
+                return seen_after
+    try:
+        forward_passes_before_first_text = asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+    finally:
+        model.gate.set()
+        engine.shutdown()
+    assert forward_passes_before_first_text == 1   # the prefill only

@@ -8,21 +8,7 @@ import pytest
 import torch
 
 from llm_from_scratch.cli.main import main
-from llm_from_scratch.data.tiny_stories import tiny_stories
 from llm_from_scratch.training import load_checkpoint
-
-
-@pytest.fixture
-def corpus_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLMFS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("LLMFS_OFFLINE", "1")
-    folder = tmp_path / "stories"
-    folder.mkdir()
-    text = tiny_stories(num_stories=300)
-    cut = int(len(text) * 0.9)
-    (folder / "train.txt").write_text(text[:cut], encoding="utf-8")
-    (folder / "validation.txt").write_text(text[cut:], encoding="utf-8")
-    return folder
 
 
 def _train(corpus_dir, out_dir, *extra):

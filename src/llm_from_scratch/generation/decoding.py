@@ -235,15 +235,29 @@ def decode_step(decoding: BatchedDecoding, vocab_size: int | None = None) -> lis
     Returns (row, token, new text) for every row of this step, in batch order. `vocab_size`:
     only ids below it are picked (a model may have more output rows than its tokenizer has ids).
     """
+    results = accept_tokens(decoding, vocab_size)
+    advance(decoding)
+    return results
+
+
+def accept_tokens(decoding: BatchedDecoding, vocab_size: int | None = None) -> list[tuple[DecodingRow, int, str]]:
+    """The first half of `decode_step`, without the model: pick and accept one token per row.
+
+    A server sends the new text to its clients between the two halves, so a token reaches them
+    before, not after, the next forward pass."""
     rows: list[DecodingRow] = list(decoding.requests)
     if not rows:
         return []
     logits = decoding.logits if vocab_size is None else decoding.logits[:, :vocab_size]
     tokens = pick_tokens(logits, [r.params for r in rows], [r.generator for r in rows])
-    results = [(row, token, row.accept(token)) for row, token in zip(rows, tokens)]
+    return [(row, token, row.accept(token)) for row, token in zip(rows, tokens)]
+
+
+def advance(decoding: BatchedDecoding) -> None:
+    """The second half of `decode_step`: the finished rows leave, the others get one model step."""
+    rows: list[DecodingRow] = list(decoding.requests)
     going = [r for r in rows if not r.finished]
     if len(going) < len(rows):
         decoding.keep(going)
     if going:
         decoding.step([r.token_ids[-1] for r in going])
-    return results

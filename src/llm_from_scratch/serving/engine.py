@@ -8,8 +8,9 @@ second than one that serves them one after the other.
 This module only *schedules*: which requests wait, which decode together, when one joins or
 leaves, what a cancelled one frees. The decoding itself is the generation package's one loop
 (`generation/decoding.py`): `BatchedDecoding` runs the model on a left-padded batch with one KV
-cache, and `decode_step` picks each request's token with its own settings and turns it into text
-(`DecodingRow`, `IncrementalDetokenizer`: whole characters only, stop strings never sent).
+cache, and the loop's step (`decode_step`, here in its two halves `accept_tokens` and `advance`)
+picks each request's token with its own settings and turns it into text (`DecodingRow`,
+`IncrementalDetokenizer`: whole characters only, stop strings never sent).
 
 How it runs:
 
@@ -17,8 +18,9 @@ How it runs:
   and the call returns a `RequestHandle` whose events (`TextDelta`, then one `Finished`) arrive as
   they are produced. A full queue raises `EngineFullError` (HTTP 429).
 * One worker thread owns the model. Its loop: take waiting requests into the running batch
-  (up to `max_batch_size`), run `decode_step` (one token per running request; finished ones
-  leave the batch), hand out the new text, repeat.
+  (up to `max_batch_size`), pick one token per running request (`accept_tokens`), hand out the
+  new text and the finished requests' results, then run the model one step for the others
+  (`advance`): a client gets its token before, not after, the next forward pass. Repeat.
 * **Joining a running batch** ("continuous batching"): a request that arrives while a batch runs
   does not wait for the batch to finish. Its prompt is prefilled on its own, then the two batches
   are joined (`BatchedDecoding.join`, which merges the KV caches with `KVCache.merge`): every row
@@ -42,7 +44,8 @@ from typing import Any, AsyncIterator, Sequence
 
 import torch
 
-from llm_from_scratch.generation import BatchedDecoding, DecodingRow, SamplingParams, decode_step
+from llm_from_scratch.generation import BatchedDecoding, DecodingRow, SamplingParams
+from llm_from_scratch.generation.decoding import accept_tokens, advance
 
 log = logging.getLogger("llmfs.serve")
 
@@ -433,8 +436,9 @@ class Engine:
         if not rows:
             self._running = []
             return None
-        picked_at = time.perf_counter()  # the tokens are picked first thing in decode_step
-        results = decode_step(batch, vocab_size=self.vocab_size)
+        picked_at = time.perf_counter()
+        # the loop's step in its two halves: the clients get each token before the next forward pass
+        results = accept_tokens(batch, vocab_size=self.vocab_size)
         self.stats["tokens"] += len(rows)
         for request, (row, _, text) in zip(rows, results):
             if not request.t_first:
@@ -446,6 +450,7 @@ class Engine:
         self._running = [r for r in rows if not r.row.finished]
         if not self._running:
             return None
+        advance(batch)
         self.stats["steps"] += 1
         return batch
 
