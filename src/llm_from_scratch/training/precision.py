@@ -187,15 +187,16 @@ def measure_step_seconds(step_timer: StepTimer, min_rounds: int = 3, max_rounds:
                          budget_s: float = 2.0, slow_step_s: float = 2.0) -> dict[str, float]:
     """Median seconds of one step in fp32 and in bf16, measured interleaved.
 
-    Two warm-up steps each (first-use allocations, autocast's weight cache), then alternating
+    Two warm-up steps each (one for slow steps: first-use allocations, autocast's weight
+    cache), then alternating
     pairs (the order flips every round, so a machine that speeds up or slows down during the
     measurement favours neither): at least `min_rounds`, more while the rounds so far took less
     than `budget_s`, so that millisecond steps of small models get enough samples for a stable
     median. Steps slower than `slow_step_s` get one round: a model that big is far from the
     crossover point, and each step costs seconds.
     """
-    warm = {}
-    for _ in range(2):
+    warm = {name: step_timer(name) for name in ("fp32", "bf16")}
+    if max(warm.values()) <= slow_step_s:  # a second warm-up is cheap for fast steps
         warm = {name: step_timer(name) for name in ("fp32", "bf16")}
     rounds = 1 if max(warm.values()) > slow_step_s else min_rounds
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
