@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -22,15 +21,11 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def cpu_model() -> str:  # the same as llm_from_scratch.training.precision.cpu_name
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name, as the precision cache keys it."""
+    from llm_from_scratch.training.precision import cpu_name
+
+    return cpu_name()
 
 
 def available_cores() -> int:

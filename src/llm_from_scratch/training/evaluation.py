@@ -20,6 +20,7 @@ last batch may be smaller; instruction data leaves prompt tokens out with the ta
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -36,8 +37,15 @@ def sample_indices(num_items: int, num_samples: int | None, seed: int) -> list[i
     (all of them when `num_samples` is None or not smaller than `num_items`)."""
     if num_samples is None or num_samples >= num_items:
         return list(range(num_items))
+    return list(_sample(num_items, num_samples, seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _sample(num_items: int, num_samples: int, seed: int) -> tuple[int, ...]:
+    """Drawn once per split and size: every evaluation of a run asks for the same windows, and a
+    permutation of millions of windows is not free."""
     generator = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(num_items, generator=generator)[:num_samples].tolist())
+    return tuple(sorted(torch.randperm(num_items, generator=generator)[:num_samples].tolist()))
 
 
 def scored_targets(targets: torch.Tensor) -> int:

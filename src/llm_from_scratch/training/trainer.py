@@ -210,9 +210,7 @@ class GPTTrainer:
         training batch (see precision.model_step_timer)."""
         if self.device.type != "cpu":
             return None, None
-        dataset = self.train_loader.dataset
-        rows = [dataset[i] for i in range(min(self.batch_size or 1, len(dataset)))]
-        inputs, targets = (t.to(self.device) for t in self.train_loader.collate_fn(rows))
+        inputs, targets = (t.to(self.device) for t in self._first_batch)
 
         def loss(model, x, y):
             return model(x, targets=y) if self.fused_loss else calc_loss_batch(x, y, model, self.device)
@@ -234,12 +232,16 @@ class GPTTrainer:
                           generator=torch.Generator().manual_seed(self.config.seed))
 
     @functools.cached_property
+    def _first_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of the first batch of the training data, unshuffled."""
+        dataset = self.train_loader.dataset
+        return self.train_loader.collate_fn([dataset[i] for i in range(min(self.batch_size or 1, len(dataset)))])
+
+    @functools.cached_property
     def tokens_per_step(self) -> int:
         """Tokens in one optimizer step, over all ranks (of the first batch: batches of texts
         padded per batch vary; `TrainState.tokens_seen` counts the real ones)."""
-        dataset = self.train_loader.dataset
-        first = self.train_loader.collate_fn([dataset[i] for i in range(min(self.batch_size or 1, len(dataset)))])
-        return first[0].numel() * self.config.grad_accum_steps * self.dist.world_size
+        return self._first_batch[0].numel() * self.config.grad_accum_steps * self.dist.world_size
 
     def _total_steps(self) -> int:
         cfg = self.config
