@@ -317,11 +317,13 @@ def llama_cpp_permute(weight: np.ndarray, n_heads: int) -> np.ndarray:
                   .swapaxes(1, 2).reshape(weight.shape))
 
 
-def write_tiny_gguf(path, hf_model, hf_tokenizer, *, pre: str = "smollm", chat_template: str | None = None):
+def write_tiny_gguf(path, hf_model, hf_tokenizer, *, pre: str = "smollm", chat_template: str | None = None,
+                    matrix_type=None):
     """Write `hf_model` (and the tokenizer) as a llama GGUF; returns {hf_name: tensor the file really holds}.
 
     The embedding is stored as Q8_0 and one matrix as F16, so the returned tensors are the
-    dequantized values the loader must reproduce.
+    dequantized values the loader must reproduce. `matrix_type` (e.g. Q4_1): every block matrix
+    whose rows are a multiple of 32 long is stored in that type instead.
     """
     Q = gguf.GGMLQuantizationType
     cfg = hf_model.config
@@ -359,6 +361,8 @@ def write_tiny_gguf(path, hf_model, hf_tokenizer, *, pre: str = "smollm", chat_t
 
     def add(gguf_name: str, hf_name: str, *, n_heads: int | None = None, qtype=None):
         weight = hf_model.state_dict()[hf_name].detach().float().numpy()
+        if matrix_type is not None and gguf_name.startswith("blk.") and weight.ndim == 2 and weight.shape[1] % 32 == 0:
+            qtype = matrix_type
         if n_heads is not None:
             weight = llama_cpp_permute(weight, n_heads)
         if qtype is None:

@@ -26,6 +26,7 @@ import torch
 
 from llm_from_scratch.io.checkpoints import clean_state_dict, read_checkpoint
 from llm_from_scratch.model.registry import model_from_config
+from llm_from_scratch.quantize.model import check_quantize, quantize_model
 from llm_from_scratch.weights.catalog import find_pretrained, pretrained_names
 
 __all__ = ["LoadedModel", "load_model", "load_pretrained", "load_checkpoint_model", "model_from_config",
@@ -58,8 +59,13 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
-def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu"):
+def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu",
+                    quantize: str = "none"):
     """(model in eval mode, tokenizer) for a pretrained model name or a path to pretrained files.
+
+    `dtype`: the float dtype of the weights and activations (fp32 or bf16). `quantize`: "int8" or
+    "int4" stores the matrices quantized (`llm_from_scratch.quantize`); a GGUF file's 4/8-bit
+    blocks then go straight into the quantized layers.
 
     Names: ``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl`` (the book's ``124M``, ``355M``,
     ``774M``, ``1558M``), ``smollm2-135m-instruct``, ``qwen3-0.6b``, ``qwen3-0.6b-base``. Paths: a
@@ -69,6 +75,17 @@ def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, devi
     from llm_from_scratch.weights.gpt2 import as_dtype
 
     dtype = as_dtype(dtype)
+    quantize = check_quantize(quantize, device)
+    known = find_pretrained(name)
+    path = Path(name).expanduser()
+    gguf = (known is not None and known.family == "llama") or (path.suffix == ".gguf" and path.is_file())
+    if quantize == "none" or gguf:
+        return _load_pretrained(name, dtype, device, quantize)
+    model, tokenizer = _load_pretrained(name, dtype, "cpu", "none")
+    return quantize_model(model, quantize).to(device), tokenizer
+
+
+def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device, quantize: str):
     known = find_pretrained(name)
     if known is not None and known.family == "gpt2":
         from llm_from_scratch.weights.gpt2 import load_gpt2
@@ -77,7 +94,7 @@ def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, devi
     if known is not None and known.family == "llama":
         from llm_from_scratch.weights.llama import load_pretrained_llama
 
-        model, tokenizer, _ = load_pretrained_llama(known.name, dtype)
+        model, tokenizer, _ = load_pretrained_llama(known.name, dtype, quantize=quantize)
         return model.to(device).eval(), tokenizer
     if known is not None and known.family == "qwen3":
         from llm_from_scratch.weights.qwen3 import load_pretrained_qwen3
@@ -88,7 +105,7 @@ def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, devi
     if path.suffix == ".gguf" and path.is_file():
         from llm_from_scratch.weights.llama import load_llama_gguf
 
-        model, tokenizer = load_llama_gguf(path, dtype)
+        model, tokenizer = load_llama_gguf(path, dtype, quantize=quantize)
         return model.to(device).eval(), tokenizer
     if path.is_dir() and (path / "config.json").is_file():
         import json
@@ -166,20 +183,28 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device | None = 
 
 def load_model(model: str | None = None, checkpoint: str | Path | None = None, *,
                device: str | torch.device | None = None, dtype: torch.dtype | str = torch.float32,
-               tokenizer_name: str | None = None, model_type: str | None = None) -> LoadedModel:
-    """A `LoadedModel` from a pretrained name/path (`model`) or a checkpoint of ours (`checkpoint`)."""
+               tokenizer_name: str | None = None, model_type: str | None = None,
+               quantize: str = "none") -> LoadedModel:
+    """A `LoadedModel` from a pretrained name/path (`model`) or a checkpoint of ours (`checkpoint`).
+
+    `dtype`: "fp32" (default) or "bf16" for the weights and activations. `quantize`: "none"
+    (default), "int8" (per-channel int8 matrices) or "int4" (groups of 32, CPU only): weight-only
+    quantization for inference (docs/20-quantization.md)."""
     if (model is None) == (checkpoint is None):
         raise ValueError("give either a pretrained model (--model NAME) or a checkpoint (--checkpoint PATH), "
                          f"not {'both' if model else 'neither'}. Pretrained names: {', '.join(pretrained_names())}")
     from llm_from_scratch.training.trainer import auto_device
 
     device = auto_device(str(device) if device is not None else "auto")
+    quantize = check_quantize(quantize, device)
     if checkpoint is not None:
-        net, tokenizer, ckpt = load_checkpoint_model(checkpoint, device, tokenizer_name, model_type)
+        net, tokenizer, ckpt = load_checkpoint_model(checkpoint, "cpu" if quantize != "none" else device,
+                                                     tokenizer_name, model_type)
         if dtype not in (torch.float32, "fp32", "float32"):
             from llm_from_scratch.weights.gpt2 import as_dtype
             net = net.to(as_dtype(dtype))
+        net = quantize_model(net, quantize).to(device)
         info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "rng")}
         return LoadedModel(net, tokenizer, str(checkpoint), info)
-    net, tokenizer = load_pretrained(model, dtype=dtype, device=device)
+    net, tokenizer = load_pretrained(model, dtype=dtype, device=device, quantize=quantize)
     return LoadedModel(net, tokenizer, model)

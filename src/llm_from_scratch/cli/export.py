@@ -2,11 +2,14 @@
 
     llmfs export --checkpoint checkpoints/gpt-micro/best_model.pt --format hf --out exported/gpt-micro
     llmfs export --checkpoint checkpoints/gpt-micro/best_model.pt --format gguf --dtype f16 --out gpt-micro.gguf
+    llmfs export --checkpoint checkpoints/llama-micro/best_model.pt --format gguf --dtype q8_0 --out llama-micro.gguf
     llmfs export --checkpoint checkpoints/gpt-micro/best_model.pt --format safetensors --out gpt-micro.safetensors
 
 * hf: a folder that `transformers.AutoModelForCausalLM.from_pretrained` and `AutoTokenizer`
-  load (GPT-2 architecture: config.json, model.safetensors, tokenizer files).
-* gguf: one file for llama.cpp / Ollama (architecture gpt2), matrices in f32, f16 or bf16.
+  load (GPT-2, Llama or Qwen3 architecture: config.json, model.safetensors, tokenizer files).
+* gguf: one file for llama.cpp / Ollama (architecture gpt2 for GPT models, llama or qwen3 for the
+  Llama family), matrices in f32, f16, bf16 or q8_0 (GGML's 8-bit blocks: 32 weights share one
+  scale); norms and biases stay f32. Export the float model: one quantized for inference is refused.
 * safetensors: our checkpoint without the training state, readable without running pickle code;
   `llmfs generate --checkpoint X.safetensors` loads it.
 """
@@ -14,10 +17,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args
 
 FORMATS = ("hf", "gguf", "safetensors")
+# = export.gguf_export.GGUF_DTYPES, spelled out so that building the parser imports no export code
+GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
 def add_parser(subparsers) -> None:
@@ -26,7 +32,8 @@ def add_parser(subparsers) -> None:
     add_model_flags(p)
     add_flag(p, "format", required=True, choices=FORMATS)
     add_flag(p, "out", required=True, help="output folder (hf) or file (gguf, safetensors)")
-    add_flag(p, "dtype", default="f32", choices=["f32", "f16", "bf16"], help="gguf only: matrix precision")
+    add_flag(p, "dtype", default="f32", choices=list(GGUF_DTYPES),
+             help="gguf only: precision of the matrices (q8_0: GGML 8-bit blocks; norms stay f32)")
     add_flag(p, "overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(handler=run)
 
@@ -35,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from llm_from_scratch.export.hf import ExportError
 
     if args.dtype != "f32" and args.format != "gguf":
-        raise CommandError("--dtype applies to --format gguf only")
+        raise CommandError(f"--dtype applies to --format gguf only (--dtype {args.dtype} with --format "
+                           f"{args.format}); drop --dtype, or export --format gguf")
+    if args.format == "gguf" and Path(args.out).is_file() and not args.overwrite:  # before loading the model
+        raise CommandError(f"{args.out} exists: pass --overwrite to replace it")
     loaded = load_from_args(args, "cpu")
     try:
         if args.format == "hf":
@@ -47,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
             out = export_gguf(loaded.model, loaded.tokenizer, args.out, args.dtype, overwrite=args.overwrite)
             print(f"wrote {out} ({args.dtype}; llama.cpp: llama-cli -m {out})")
         else:
-            from pathlib import Path
-
             from llm_from_scratch.export.safetensors_io import save_model_safetensors
             if Path(args.out).exists() and not args.overwrite:
                 raise CommandError(f"{args.out} exists: pass --overwrite to replace it")

@@ -150,7 +150,7 @@ class DecoderLM(nn.Module):
         """With a tied configuration the head reuses the input embedding matrix (GPT-2 and
         SmolLM2 do): the same vector space for "this token is here" and "this token comes next".
         Call again after `load_state_dict(..., assign=True)`, which unties them."""
-        if self.arch.tie_weights:
+        if self.arch.tie_weights and isinstance(self.tok_emb, nn.Embedding):  # (quantized: already shared)
             self.out_head.weight = self.tok_emb.weight
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -159,8 +159,9 @@ class DecoderLM(nn.Module):
         return sum(p.numel() for p in params.values())
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
-        """An empty cache sized for this model (n_kv_heads heads; dtype and device of its weights)."""
-        arch, weight = self.arch, self.tok_emb.weight
+        """An empty cache sized for this model (n_kv_heads heads; the dtype and device of its
+        activations, which are those of its norms also when the matrices are quantized)."""
+        arch, weight = self.arch, next(self.final_norm.parameters())
         return KVCache(arch.n_layers, batch_size, arch.n_kv_heads, arch.head_dim,
                        max_len or arch.context_length, dtype=weight.dtype, device=weight.device)
 
@@ -178,6 +179,9 @@ class DecoderLM(nn.Module):
         """
         x = self.hidden_states(in_idx, kv_cache)
         if targets is not None:
+            if not isinstance(self.out_head, nn.Linear):
+                raise ValueError("this model is quantized for inference (llm_from_scratch.quantize): train "
+                                 "the float model, and quantize it when loading it for generation")
             return linear_cross_entropy(x, self.out_head.weight, targets)
         if only_last:
             x = x[:, -1:, :]  # the head is the most expensive matmul: skip positions we don't need

@@ -73,7 +73,7 @@ PRE_TOKENIZERS: dict[str, str] = {"gpt2": GPT2_PATTERN, "smollm": DIGITS_THEN_GP
 
 #: llama.cpp's `tokenizer.ggml.pre` names -> ours (see llama-vocab.cpp: these share one regex).
 GGUF_PRE_TOKENIZER_NAMES = {
-    "default": "gpt2", "gpt2": "gpt2", "mpt": "gpt2", "olmo": "gpt2",
+    "default": "gpt2", "gpt2": "gpt2", "gpt-2": "gpt2", "mpt": "gpt2", "olmo": "gpt2",
     "smollm": "smollm", "starcoder": "smollm", "refact": "smollm",
 }
 

