@@ -34,3 +34,58 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def cpu_description() -> str:
+    """The CPU's model name with what matters for inference speed: AMX (torch's check) and the
+    widest vector instructions /proc/cpuinfo lists (AVX-512, its bf16 and VNNI extensions)."""
+    import torch
+
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    isa = [name for name in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile")
+           if name in flags]
+    return f"{cpu_model()} (AMX: {amx}; {' '.join(isa) or 'ISA flags unknown'})"
+
+
+def load_average() -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages (nan where the system has none)."""
+    try:
+        return os.getloadavg()
+    except (AttributeError, OSError):
+        return (float("nan"),) * 3
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB): Linux's VmHWM, which `reset_peak_rss`
+    can reset, else `resource.getrusage` (which nothing resets)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+def reset_peak_rss() -> bool:
+    """Linux only: reset the kernel's peak-RSS mark to the current RSS, so that `peak_rss_mb`
+    afterwards measures what follows (e.g. a generation alone, not the model construction)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

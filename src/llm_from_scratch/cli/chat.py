@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args
+from llm_from_scratch.cli.common import CommandError, add_flag, add_inference_flags, add_model_flags, load_from_args
 from llm_from_scratch.generation.defaults import SURFACE_DEFAULTS
 
 DEFAULTS = SURFACE_DEFAULTS["chat"]  # this command's sampling defaults
@@ -24,6 +24,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("chat", help="talk with a chat model in the terminal", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
+    add_inference_flags(p)
     add_flag(p, "system", default=None, help="a system message that sets the assistant's behaviour")
     add_flag(p, "max_new_tokens", type=int, default=DEFAULTS["max_tokens"], help="longest answer (default %(default)s)")
     add_flag(p, "temperature", type=float, default=DEFAULTS["temperature"], help="0 = greedy (default %(default)s)")

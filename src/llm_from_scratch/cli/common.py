@@ -3,7 +3,8 @@
 * `add_flag`: every flag in two spellings, `--some_flag` and `--some-flag`.
 * `add_precision_flag`: `--precision`, the same for every command that trains.
 * `add_model_flags` / `load_from_args`: `--model NAME | --checkpoint PATH`, for every command
-  that uses a model (generate, chat, serve, evaluate, export, finetune).
+  that uses a model (generate, chat, serve, evaluate, export, finetune); `add_inference_flags`:
+  `--dtype fp32|bf16` and `--quantize none|int8|int4` for those that only run it.
 * `config_from_args`: a pipeline config (`llm_from_scratch.pipelines`) from the parsed flags
   of the same names: the whole job of a command that runs a pipeline stage.
 * `CommandError`: bad input, printed by `main.py` as one line (exit code 2). It is the pipelines'
@@ -20,7 +21,7 @@ from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
 
 CommandError = PipelineError
 __all__ = ["CommandError", "sigterm_as_ctrl_c", "add_flag", "add_precision_flag", "add_model_flags",
-           "load_from_args", "config_from_args"]
+           "add_inference_flags", "load_from_args", "config_from_args"]
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -48,22 +49,33 @@ def add_model_flags(p) -> None:
     add_flag(p, "checkpoint", default=None, help="a best_model.pt / last.pt written by llmfs train or finetune")
 
 
+def add_inference_flags(p) -> None:
+    """--dtype and --quantize, shared by every command that runs a model for inference
+    (generate, chat, serve, evaluate): see docs/20-quantization.md."""
+    add_flag(p, "dtype", default="fp32", choices=["fp32", "bf16"],
+             help="float dtype of the weights and activations (default fp32; bf16 halves the memory and "
+                  "is faster on most CPUs for generation)")
+    add_flag(p, "quantize", default="none", choices=["none", "int8", "int4"],
+             help="weight-only quantization for inference: int8 (one scale per output channel) or int4 "
+                  "(groups of 32, CPU only); a GGUF model's 4/8-bit blocks load straight into it (default none)")
+
+
 def load_from_args(args, device) -> "LoadedModel":  # noqa: F821
     """The model that --model / --checkpoint names (with --tokenizer / --model_type checks, when
-    the command has those flags), as a `loading.LoadedModel`."""
-    from llm_from_scratch.loading import LoadedModel, load_checkpoint_model, load_model
+    the command has those flags, and --dtype / --quantize when it has `add_inference_flags`), as
+    a `loading.LoadedModel`."""
+    from llm_from_scratch.loading import load_model
 
     if (args.model is None) == (args.checkpoint is None):
         raise CommandError("give --model NAME (a pretrained model) or --checkpoint PATH (one of ours), "
                            f"{'not both' if args.model else 'one of them'}")
-    if args.checkpoint is None:
-        return load_model(model=args.model, device=device)
+    inference = hasattr(args, "quantize")  # (export's --dtype means the file's precision instead)
     try:
-        model, tokenizer, ckpt = load_checkpoint_model(args.checkpoint, device, getattr(args, "tokenizer", None),
-                                                       getattr(args, "model_type", None))
-    except ValueError as exc:  # a mismatch or a file that is no checkpoint of ours: the user's input
+        return load_model(model=args.model, checkpoint=args.checkpoint, device=device,
+                          dtype=args.dtype if inference else "fp32", quantize=args.quantize if inference else "none",
+                          tokenizer_name=getattr(args, "tokenizer", None), model_type=getattr(args, "model_type", None))
+    except ValueError as exc:  # a mismatch, an unsupported combination, or a file that is no checkpoint of ours
         raise CommandError(str(exc)) from exc
-    return LoadedModel(model, tokenizer, args.checkpoint, ckpt)
 
 
 def config_from_args(config_class, args: argparse.Namespace, **changes: Any):

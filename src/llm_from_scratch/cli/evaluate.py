@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args
+from llm_from_scratch.cli.common import CommandError, add_flag, add_inference_flags, add_model_flags, load_from_args
 
 
 def add_parser(subparsers) -> None:
@@ -25,6 +25,7 @@ def add_parser(subparsers) -> None:
 
     q = kinds.add_parser("perplexity", help="perplexity of a model on a text or a corpus split")
     add_model_flags(q)
+    add_inference_flags(q)
     add_flag(q, "text", default=None, help="a text file")
     add_flag(q, "dataset", default=None, help="a corpus name (shakespeare, wikitext2, ...) or path, as in llmfs train")
     add_flag(q, "split", default="validation", choices=["train", "validation"])
@@ -49,6 +50,7 @@ def add_parser(subparsers) -> None:
     add_flag(j, "response_key", default="model_response")
     add_flag(j, "retries", type=int, default=2, help="asks again when a reply holds no number (default %(default)s)")
     add_flag(j, "out", default=None, help="write the entries with their scores here (JSON)")
+    add_inference_flags(j)  # for a local: judge
     j.set_defaults(handler=run_judge)
     p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
 
@@ -105,8 +107,17 @@ def run_judge(args: argparse.Namespace) -> int:
         raise CommandError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(entries, list):
         raise CommandError(f"{path} must hold a JSON list of entries")
+    judge = args.judge
+    if judge.startswith("local:"):
+        from llm_from_scratch.evaluation.judge import make_judge
+        try:
+            judge = make_judge(judge, dtype=args.dtype, quantize=args.quantize)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+    elif (args.dtype, args.quantize) != ("fp32", "none"):
+        raise CommandError("--dtype and --quantize apply to a local judge (--judge local:NAME) only")
     try:
-        report = score_responses(entries, args.response_key, args.judge, retries=args.retries, progress=True)
+        report = score_responses(entries, args.response_key, judge, retries=args.retries, progress=True)
     except JudgeUnavailableError as exc:
         raise CommandError(str(exc)) from exc
     print(report.summary())

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args
+from llm_from_scratch.cli.common import CommandError, add_flag, add_inference_flags, add_model_flags, load_from_args
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate text from a checkpoint or a pretrained model", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
+    add_inference_flags(p)
     add_flag(p, "prompt", default="", help="text to continue (default: start from nothing but end-of-text)")
     add_flag(p, "max_new_tokens", type=int, default=100)
     add_flag(p, "temperature", type=float, default=0.8, help="0 = greedy (default %(default)s)")

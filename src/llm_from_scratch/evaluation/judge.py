@@ -298,12 +298,13 @@ class LocalJudge(Judge):
     """
 
     def __init__(self, model: str | None = None, checkpoint: str | None = None, *, loaded=None,
-                 max_tokens: int = 16, device: str | None = None, answer_prefix: str | None = "Score:"):
+                 max_tokens: int = 16, device: str | None = None, answer_prefix: str | None = "Score:",
+                 dtype: str = "fp32", quantize: str = "none"):
         self.answer_prefix = answer_prefix
         if loaded is None:
             from llm_from_scratch.loading import load_model
 
-            loaded = load_model(model=model, checkpoint=checkpoint, device=device)
+            loaded = load_model(model=model, checkpoint=checkpoint, device=device, dtype=dtype, quantize=quantize)
         self.loaded = loaded
         self.max_tokens = max_tokens
         self.name = f"{loaded.name} (in this process)"
