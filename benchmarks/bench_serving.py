@@ -14,7 +14,13 @@ trial) to ``POST /v1/chat/completions`` with ``"stream": true``, greedy, ``max_t
 * aggregate tokens/s: all generated tokens (the servers' usage counts) / wall time of the trial;
 * time to first token (TTFT): from sending a request to receiving its first text, p50 and p95;
 * latency: from sending a request to the end of its stream, p50 and p95;
-* the server's peak resident memory (Linux VmHWM).
+* the server's peak resident memory (Linux VmHWM of the server process, read just before it is
+  stopped: model loading, the warm-up and the whole load included).
+
+The served model is loaded as ``load_model(..., dtype=--dtype, quantize=--quantize)``: fp32 or
+bf16 weights and activations, and optionally int8/int4 weight-only quantization (for SmolLM2 the
+GGUF's 4-bit blocks go straight into the quantized layers). Compare configurations by running
+the script once per setting (e.g. ``--quantize none`` then ``--quantize int8``).
 
 How it is measured (the project's rules for benchmarks, see README.md)
 ----------------------------------------------------------------------
@@ -32,11 +38,13 @@ Run it
 ------
     .venv/bin/python benchmarks/bench_serving.py                                 # SmolLM2, 3 rounds
     .venv/bin/python benchmarks/bench_serving.py --clients 1,4 --requests 8 --new-tokens 32
+    .venv/bin/python benchmarks/bench_serving.py --quantize int8 --clients 1,16      # int8 weights
     .venv/bin/python benchmarks/bench_serving.py --checkpoint checkpoints/gpt-micro/best_model.pt
 
 Options: --model / --checkpoint (what to serve), --rounds, --clients, --requests (per trial),
---new-tokens, --batch-size (A's max_batch_size, default 16), --threads (the server's torch
-threads; default: torch's choice), --out (JSON; default benchmarks/results/serving.json).
+--new-tokens, --batch-size (A's max_batch_size, default 16), --dtype fp32|bf16, --quantize
+none|int8|int4 (how the server loads the model), --threads (the server's torch threads; default:
+torch's choice), --out (JSON; default benchmarks/results/serving.json).
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import available_cores, cpu_model
+from harness import available_cores, cpu_description, load_average
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "serving.json"
 PROMPTS = [
@@ -87,13 +95,27 @@ def serve_main(args) -> None:
     from llm_from_scratch.cli import serve
 
     parser = argparse.ArgumentParser(prog="llmfs")
-    serve.add_parser(parser.add_subparsers())
+    subparsers = parser.add_subparsers()
+    serve.add_parser(subparsers)
     argv = ["serve", "--port", str(args.port), "--max_batch_size", str(args.serve_batch_size),
             "--max_tokens", str(args.new_tokens), "--max_requests", "256", "--log_level", "warning",
             "--served_model_name", "bench"]
     argv += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--model", args.model]
     if args.threads:
         argv += ["--threads", str(args.threads)]
+    serve_flags = {flag for action in subparsers.choices["serve"]._actions for flag in action.option_strings}
+    if {"--dtype", "--quantize"} <= serve_flags:
+        argv += ["--dtype", args.dtype, "--quantize", args.quantize]
+    elif (args.dtype, args.quantize) != ("fp32", "none"):
+        # An `llmfs serve` without these flags: load the model ourselves, the same way they would.
+        from llm_from_scratch.loading import load_model
+
+        def load_from_args(parsed, device):
+            return load_model(model=parsed.model, checkpoint=parsed.checkpoint, device=device,
+                              dtype=args.dtype, quantize=args.quantize)
+        serve.load_from_args = load_from_args
+        print("note: `llmfs serve` has no --dtype/--quantize; the benchmark passes them to load_model itself",
+              file=sys.stderr)
     sys.exit(serve.run(parser.parse_args(argv)))
 
 
@@ -114,6 +136,7 @@ class Server:
         cmd += ["--checkpoint", args.checkpoint] if args.checkpoint else ["--model", args.model]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        cmd += ["--dtype", args.dtype, "--quantize", args.quantize]
         self.log = open(os.devnull, "w") if not args.verbose else None
         self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT if self.log else None)
 
@@ -229,9 +252,11 @@ def main_parent(args) -> None:
     import torch
 
     what = args.checkpoint or args.model
-    print(f"torch {torch.__version__}, CPU: {cpu_model()} ({available_cores()} cores available), "
+    load = load_average()
+    print(f"torch {torch.__version__}, CPU: {cpu_description()} ({available_cores()} cores available), "
           f"Python {platform.python_version()}, server threads: {args.threads or 'torch default'}")
-    print(f"settings: model={what} new_tokens={args.new_tokens} requests/trial={args.requests} "
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"settings: model={what} dtype={args.dtype} quantize={args.quantize} new_tokens={args.new_tokens} requests/trial={args.requests} "
           f"clients={args.clients} rounds={args.rounds} A=max_batch_size {args.batch_size}, B=max_batch_size 1")
     run_check(args)
     impls = {"A": f"batched (max_batch_size {args.batch_size})", "B": "one at a time (max_batch_size 1)"}
@@ -272,28 +297,34 @@ def main_parent(args) -> None:
     ratios = {f"{c} clients A/B tokens/s": summary[f"{c}/A"]["median_tokens_per_s"] /
               summary[f"{c}/B"]["median_tokens_per_s"] for c in args.clients}
 
-    print(f"Serving {what}, {args.new_tokens} new tokens per request (greedy, streaming), "
+    end_load = load_average()
+    print(f"Serving {what} ({args.dtype}, quantize {args.quantize}), {args.new_tokens} new tokens per request (greedy, streaming), "
           f"{args.requests} requests per trial, median of {args.rounds} rounds:")
     header = (f"{'clients':>7} {'impl':<4} {'what':<34} {'tok/s':>7} {'min..max':>13} {'TTFT p50':>9} "
-              f"{'TTFT p95':>9} {'lat p50':>8} {'lat p95':>8} {'RSS MB':>7}")
+              f"{'TTFT p95':>9} {'lat p50':>8} {'lat p95':>8} {'peak RSS MB':>11}")
     print(header)
     print("-" * len(header))
     for key, s in summary.items():
         spread = f"{s['min_tokens_per_s']:.1f}..{s['max_tokens_per_s']:.1f}"
         print(f"{s['clients']:>7} {s['impl']:<4} {s['what']:<34} {s['median_tokens_per_s']:>7.1f} {spread:>13} "
               f"{s['median_ttft_p50_s']:>8.2f}s {s['median_ttft_p95_s']:>8.2f}s {s['median_latency_p50_s']:>7.2f}s "
-              f"{s['median_latency_p95_s']:>7.2f}s {s['median_server_peak_rss_mb']:>7.0f}")
+              f"{s['median_latency_p95_s']:>7.2f}s {s['median_server_peak_rss_mb']:>11.0f}")
     for key, value in ratios.items():
         print(f"{key}: {value:.2f}x")
+    peaks = [t["server_peak_rss_mb"] for t in trials if t["server_peak_rss_mb"] is not None]
+    if peaks:
+        print(f"server peak RSS (VmHWM) over all trials: median {statistics.median(peaks):.0f} MB, "
+              f"max {max(peaks):.0f} MB")
+    print(f"load average at end: {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "benchmark": "serving",
-        "environment": {"torch": torch.__version__, "cpu": cpu_model(), "cores_available": available_cores(),
+        "environment": {"torch": torch.__version__, "cpu": cpu_description(), "cores_available": available_cores(),
                         "python": platform.python_version(), "platform": platform.platform(),
-                        "server_threads": args.threads},
-        "settings": {"model": what, "new_tokens": args.new_tokens, "requests_per_trial": args.requests,
+                        "server_threads": args.threads, "load_average_start": load, "load_average_end": end_load},
+        "settings": {"model": what, "dtype": args.dtype, "quantize": args.quantize, "new_tokens": args.new_tokens, "requests_per_trial": args.requests,
                      "clients": args.clients, "rounds": args.rounds, "batch_size_A": args.batch_size,
                      "endpoint": "/v1/chat/completions stream, greedy"},
         "check": {"passed": True}, "summary": summary, "ratios": ratios, "trials": trials}, indent=2) + "\n")
@@ -311,6 +342,9 @@ def parse_args(argv=None):
     p.add_argument("--new-tokens", type=int, default=48, help="max_tokens of every request (default 48)")
     p.add_argument("--batch-size", type=int, default=16, help="A's max_batch_size (default 16)")
     p.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: torch's)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the served weights' float dtype")
+    p.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
+                   help="weight-only quantization of the served model (default none)")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--verbose", action="store_true", help="show the servers' output")
     # internal: the server child
