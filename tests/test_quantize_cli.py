@@ -74,6 +74,20 @@ def test_chat_and_perplexity_run_quantized(base_checkpoint, tmp_path, capsys, mo
     assert abs(values["int8"] / values["none"] - 1) < 0.01
 
 
+def test_generate_compile_flag_reports_and_keeps_the_tokens(base_checkpoint, capsys, monkeypatch):
+    import llm_from_scratch.generation.compiled as compiled
+
+    real = compiled.compile_decoding
+    monkeypatch.setattr(compiled, "compile_decoding", lambda model: real(model, backend="eager"))  # quick trace
+    outputs = []
+    for extra in ([], ["--compile"]):
+        code, out, err = run_cli(capsys, "generate", "--checkpoint", str(base_checkpoint), "--prompt", "Hello",
+                                 "--temperature", "0", "--max_new_tokens", "6", *extra)
+        assert code == 0, err
+        outputs.append(out)
+    assert "decode step compiled" in err and outputs[0] == outputs[1]
+
+
 def test_unsupported_combinations_are_clear_errors(base_checkpoint, tmp_path, capsys):
     code, out, err = run_cli(capsys, "generate", "--checkpoint", str(base_checkpoint), "--quantize", "int3")
     assert code == 2 and "invalid choice" in err

@@ -4,7 +4,7 @@
 * `add_precision_flag`: `--precision`, the same for every command that trains.
 * `add_model_flags` / `load_from_args`: `--model NAME | --checkpoint PATH`, for every command
   that uses a model (generate, chat, serve, evaluate, export, finetune); `add_inference_flags`:
-  `--dtype fp32|bf16` and `--quantize none|int8|int4` for those that only run it.
+  `--dtype fp32|bf16`, `--quantize none|int8|int4` and `--compile` for those that only run it.
 * `config_from_args`: a pipeline config (`llm_from_scratch.pipelines`) from the parsed flags
   of the same names: the whole job of a command that runs a pipeline stage.
 * `CommandError`: bad input, printed by `main.py` as one line (exit code 2). It is the pipelines'
@@ -58,6 +58,9 @@ def add_inference_flags(p) -> None:
     add_flag(p, "quantize", default="none", choices=["none", "int8", "int4"],
              help="weight-only quantization for inference: int8 (one scale per output channel) or int4 "
                   "(groups of 32, CPU only); a GGUF model's 4/8-bit blocks load straight into it (default none)")
+    add_flag(p, "compile", action="store_true",
+             help="compile the one-token decode step with torch.compile (takes a minute first; measure "
+                  "whether it pays on your machine: benchmarks/bench_generation.py)")
 
 
 def load_from_args(args, device) -> "LoadedModel":  # noqa: F821
@@ -71,11 +74,17 @@ def load_from_args(args, device) -> "LoadedModel":  # noqa: F821
                            f"{'not both' if args.model else 'one of them'}")
     inference = hasattr(args, "quantize")  # (export's --dtype means the file's precision instead)
     try:
-        return load_model(model=args.model, checkpoint=args.checkpoint, device=device,
-                          dtype=args.dtype if inference else "fp32", quantize=args.quantize if inference else "none",
-                          tokenizer_name=getattr(args, "tokenizer", None), model_type=getattr(args, "model_type", None))
+        loaded = load_model(model=args.model, checkpoint=args.checkpoint, device=device,
+                            dtype=args.dtype if inference else "fp32", quantize=args.quantize if inference else "none",
+                            tokenizer_name=getattr(args, "tokenizer", None), model_type=getattr(args, "model_type", None))
     except ValueError as exc:  # a mismatch, an unsupported combination, or a file that is no checkpoint of ours
         raise CommandError(str(exc)) from exc
+    if getattr(args, "compile", False):
+        import sys
+
+        from llm_from_scratch.generation.compiled import compile_decoding
+        print(compile_decoding(loaded.model), file=sys.stderr)
+    return loaded
 
 
 def config_from_args(config_class, args: argparse.Namespace, **changes: Any):

@@ -160,10 +160,18 @@ class DecoderLM(nn.Module):
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty cache sized for this model (n_kv_heads heads; the dtype and device of its
-        activations, which are those of its norms also when the matrices are quantized)."""
+        activations, which are those of its norms also when the matrices are quantized).
+
+        With a compiled decode step (`generation.compiled.compile_decoding`) the cache has a fixed
+        width, rounded up to a power of two (at most the context), so that generations of
+        different lengths share one compiled graph."""
         arch, weight = self.arch, next(self.final_norm.parameters())
-        return KVCache(arch.n_layers, batch_size, arch.n_kv_heads, arch.head_dim,
-                       max_len or arch.context_length, dtype=weight.dtype, device=weight.device)
+        max_len = max_len or arch.context_length
+        fixed = self.__dict__.get("compiled_layers") is not None
+        if fixed:
+            max_len = min(arch.context_length, 1 << max(max_len - 1, 1).bit_length())
+        return KVCache(arch.n_layers, batch_size, arch.n_kv_heads, arch.head_dim, max_len,
+                       dtype=weight.dtype, device=weight.device, fixed_width=fixed)
 
     def forward(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None,
                 only_last: bool = False, targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -188,7 +196,10 @@ class DecoderLM(nn.Module):
         return self.out_head(x)  # (b, T, vocab_size)
 
     def hidden_states(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """Everything but the output head: (b, T) token ids -> (b, T, emb_dim) after the final norm."""
+        """Everything but the output head: (b, T) token ids -> (b, T, emb_dim) after the final norm.
+
+        The Python bookkeeping (checks, the cache's `prepare` and `advance`) happens here; the
+        tensor work is `layers`, which a compiled decode step replaces for one-token steps."""
         _, seq_len = in_idx.shape
         context = self.arch.context_length
         start = kv_cache.length if kv_cache is not None else 0
@@ -201,7 +212,19 @@ class DecoderLM(nn.Module):
         if kv_cache is None:
             positions = torch.arange(seq_len, device=in_idx.device)
         else:
-            positions = kv_cache.positions(seq_len)  # (T,), or (b, T) for left-padded rows
+            kv_cache.prepare(seq_len, self.arch.sliding_window)
+            positions = kv_cache.step_positions      # (T,), or (b, T) for left-padded rows
+        run = self.layers
+        compiled = self.__dict__.get("compiled_layers")
+        if compiled is not None and seq_len == 1 and kv_cache is not None and kv_cache.fixed_width:
+            run = compiled
+        x = run(in_idx, positions, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(seq_len)
+        return x
+
+    def layers(self, in_idx: torch.Tensor, positions: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Token ids (b, T) at `positions` -> (b, T, emb_dim): embedding, the blocks, the final norm."""
         x = self.tok_emb(in_idx)                     # (b, T, emb_dim)
         rope = None
         if self.arch.positions == "learned":
@@ -211,6 +234,4 @@ class DecoderLM(nn.Module):
         x = self.drop_emb(x)
         for layer_idx, block in enumerate(self.trf_blocks):
             x = block(x, kv_cache, layer_idx, rope)
-        if kv_cache is not None:
-            kv_cache.advance(seq_len)
         return self.final_norm(x)

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llm_from_scratch.model.kv_cache import KVCache
+from llm_from_scratch.model.kv_cache import KVCache, sliding_window_mask
 from llm_from_scratch.model.layers import RMSNorm
 from llm_from_scratch.model.rope import apply_rope
 
@@ -48,14 +48,6 @@ def _sdpa_supports_gqa() -> bool:
 
 
 _SDPA_HAS_GQA = _sdpa_supports_gqa()
-
-
-def sliding_window_mask(num_new: int, past: int, window: int, device: torch.device) -> torch.Tensor:
-    """(num_new, past + num_new) booleans: causal, and each query sees only the `window` most
-    recent columns up to itself (query column q sees key column k when 0 <= q - k < window)."""
-    query = torch.arange(past, past + num_new, device=device)[:, None]
-    key = torch.arange(past + num_new, device=device)[None, :]
-    return (key <= query) & (query - key < window)
 
 
 class CausalSelfAttention(nn.Module):
@@ -104,18 +96,15 @@ class CausalSelfAttention(nn.Module):
             queries, keys = apply_rope(queries, cos, sin), apply_rope(keys, cos, sin)
 
         attn_mask, is_causal = None, num_tokens > 1  # plain causal attention over this call's tokens
-        past = 0
         if kv_cache is not None:
-            # After a cached prefix (or with left-padded rows) the cache says who sees whom; one
-            # new token after a prefix may look at every cached column: no mask at all. The cache
-            # stores keys already rotated, so old keys never need recomputing.
-            past = kv_cache.length
-            attn_mask = kv_cache.attention_mask(num_tokens)
-            is_causal = attn_mask is None and past == 0 and num_tokens > 1
+            # With a cache, the cache says who sees whom (`prepare`, once per forward pass: after
+            # a prefix, with left-padded rows, a sliding window); one new token after a prefix
+            # may look at every cached column: no mask at all. The cache stores keys already
+            # rotated, so old keys never need recomputing.
+            attn_mask, is_causal = kv_cache.step_mask, kv_cache.step_is_causal
             keys, values = kv_cache.update(layer_idx, keys, values)          # (b, Hkv, past + T, hd)
-        if self.sliding_window is not None and past + num_tokens > self.sliding_window:
-            band = sliding_window_mask(num_tokens, past, self.sliding_window, x.device)
-            attn_mask = band if attn_mask is None else attn_mask & band
+        elif self.sliding_window is not None and num_tokens > self.sliding_window:
+            attn_mask = sliding_window_mask(num_tokens, 0, self.sliding_window, x.device)
             is_causal = False
 
         dropout_p = self.dropout if self.training else 0.0

@@ -14,11 +14,17 @@ Several prompts decode together in one cache by padding them on the **left**, so
 row ends in the same column (`set_left_padding`). The cache then gives each row its own
 positions (`positions`) and hides the padding from the attention (`attention_mask`).
 
+**Fixed width** (``fixed_width=True``, what a compiled decode step uses): the attention then
+always reads all `max_len` columns, and a mask hides those not filled yet, so every step has the
+same tensor shapes and one compiled graph serves them all (a growing cache would change shape
+every token). The extra columns cost a little attention arithmetic, no weight reads.
+
 The cache owns its state: only the methods below change `keys`, `values`, `length` and
 `left_padding` (outside code reads them, through read-only properties). The operations:
 
-* the model's side, once per layer and forward pass: `update` (store new keys/values) and
-  `advance`; `positions` and `attention_mask` tell it where the new tokens are;
+* the model's side: `prepare` once per forward pass (the new tokens' `step_positions`, the
+  attention's `step_mask`, and where they go), `update` once per layer (store new keys/values),
+  then `advance`;
 * the decoding loop's side: `set_left_padding` (before a prefill), `reset` (start over),
   `keep_rows` (finished rows leave), `slide` (forget the oldest columns), and `merge`
   (rows of several caches in one new batch: how a request joins a running batch).
@@ -29,6 +35,16 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+
+
+def sliding_window_mask(num_new: int, past: int, window: int, device: torch.device,
+                        width: int | None = None) -> torch.Tensor:
+    """(num_new, width) booleans (width: past + num_new by default): causal, and each query sees
+    only the `window` most recent columns up to itself (query column q sees key column k when
+    0 <= q - k < window)."""
+    query = torch.arange(past, past + num_new, device=device)[:, None]
+    key = torch.arange(width if width is not None else past + num_new, device=device)[None, :]
+    return (key <= query) & (query - key < window)
 
 
 class KVCache:
@@ -44,15 +60,25 @@ class KVCache:
         *,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        fixed_width: bool = False,
     ):
         shape = (n_layers, batch_size, n_heads, max_len, head_dim)
         # empty, not zeros: columns past `length` are never read, and zero-filling a cache for
-        # a full 1024-token GPT-2 context would cost ~75 MB of writes per generate() call.
-        self._keys = torch.empty(shape, dtype=dtype, device=device)
-        self._values = torch.empty(shape, dtype=dtype, device=device)
+        # a full 1024-token GPT-2 context would cost ~75 MB of writes per generate() call. A
+        # fixed-width cache reads every column (masked), and a masked NaN from `empty` memory
+        # would still poison the attention's weighted sum (0 * NaN): it starts zeroed.
+        make = torch.zeros if fixed_width else torch.empty
+        self._keys = make(shape, dtype=dtype, device=device)
+        self._values = make(shape, dtype=dtype, device=device)
         self._length = 0  # columns 0 .. length-1 are filled
         # Row i starts with left_padding[i] columns that hold no token (None: no padding).
         self._left_padding: torch.Tensor | None = None  # (batch,) long
+        self.fixed_width = fixed_width
+        # set by `prepare` for the forward pass under way
+        self.step_positions: torch.Tensor | None = None
+        self.step_mask: torch.Tensor | None = None
+        self.step_is_causal = False
+        self._step_columns: torch.Tensor | None = None
 
     # ---- what outside code may read -----------------------------------------------------------
 
@@ -92,14 +118,53 @@ class KVCache:
             return [self._length] * self.batch_size
         return [self._length - int(p) for p in self._left_padding]
 
-    # ---- the model's side: called by the attention layers (signatures fixed) ---------------
+    # ---- the model's side ------------------------------------------------------------------
+
+    def prepare(self, num_new: int, sliding_window: int | None = None) -> None:
+        """Once per forward pass, before the layers: where the `num_new` new tokens sit
+        (`step_positions`), whom they attend to (`step_mask`, or `step_is_causal`), and, for a
+        fixed-width cache, the columns `update` writes. Every layer then reads these tensors
+        instead of recomputing them (and a compiled step reads no Python number that changes)."""
+        end = self._length + num_new
+        if end > self.max_len:
+            raise ValueError(
+                f"KV cache is full: it holds {self.max_len} positions but {end} are needed. "
+                "Create a larger cache or reset it (generation does this when the context slides)."
+            )
+        self.step_positions = self.positions(num_new)
+        device = self._keys.device
+        if self.fixed_width:
+            query = torch.arange(self._length, end, device=device)[:, None]     # (T, 1)
+            key = torch.arange(self.max_len, device=device)[None, :]            # (1, max_len)
+            mask = key <= query                                                 # causal; unfilled columns hidden
+            if self._left_padding is not None:
+                pad = self._left_padding[:, None, None, None]
+                mask = (mask & (key >= pad)) | (key == query)                   # (b, 1, T, max_len)
+            if sliding_window is not None:
+                mask = mask & sliding_window_mask(num_new, self._length, sliding_window, device, self.max_len)
+            self.step_mask = mask if mask.dim() == 4 else mask[None, None]
+            self.step_is_causal = False
+            self._step_columns = torch.arange(self._length, end, device=device)
+            return
+        mask = self.attention_mask(num_new)
+        self.step_is_causal = mask is None and self._length == 0 and num_new > 1
+        if sliding_window is not None and end > sliding_window:
+            band = sliding_window_mask(num_new, self._length, sliding_window, device)
+            mask = band if mask is None else mask & band
+            self.step_is_causal = False
+        self.step_mask = mask
 
     def update(self, layer: int, new_keys: torch.Tensor, new_values: torch.Tensor):
         """Store the keys/values of new tokens for one layer; return all keys/values so far.
 
         new_keys, new_values: (batch, n_heads, num_new_tokens, head_dim)
-        returns two tensors of shape (batch, n_heads, length + num_new_tokens, head_dim)
+        returns two tensors of shape (batch, n_heads, length + num_new_tokens, head_dim), or
+        (batch, n_heads, max_len, head_dim) for a fixed-width cache (`step_mask` hides the rest)
         """
+        if self.fixed_width:  # tensor columns, full-width views: the same shapes at every step
+            self._keys[layer].index_copy_(2, self._step_columns, new_keys)
+            self._values[layer].index_copy_(2, self._step_columns, new_values)
+            return self._keys[layer], self._values[layer]
         start = self._length
         end = start + new_keys.shape[2]
         if end > self.max_len:
@@ -219,7 +284,7 @@ class KVCache:
         first = parts[0][0]
         n_layers, _, n_heads, _, head_dim = first.keys.shape
         new = cls(n_layers, len(parts), n_heads, head_dim, longest + extra,
-                  dtype=first.keys.dtype, device=first.keys.device)
+                  dtype=first.keys.dtype, device=first.keys.device, fixed_width=first.fixed_width)
         new._keys[:, :, :, :longest].zero_()
         new._values[:, :, :, :longest].zero_()
         for new_row, ((cache, row), n) in enumerate(zip(parts, lengths)):
