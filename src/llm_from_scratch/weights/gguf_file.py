@@ -27,6 +27,7 @@ tensor at a time, so peak memory is the model plus one float32 tensor.
 from __future__ import annotations
 
 import math
+import mmap
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -275,6 +276,20 @@ class GGUFFile:
         """(name, dequantized tensor) one at a time, in file order (or the order of `names`)."""
         for name in (self.tensor_infos if names is None else names):
             yield name, self.tensor(name, dtype)
+
+    def release(self, name: str) -> None:
+        """Tell the OS it may drop the mapped pages of tensor `name` (after copying what it needed):
+        file pages that were read stay in this process's resident memory while mapped, so a
+        loader that converts tensor by tensor would otherwise end up holding the whole file."""
+        info = self._info(name)
+        handle = getattr(self._data, "_mmap", None)
+        if handle is None or not hasattr(handle, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = -(-info.offset // page) * page                   # whole pages inside the tensor only
+        end = (info.offset + info.n_bytes) // page * page
+        if end > start:
+            handle.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def _info(self, name: str) -> GGUFTensorInfo:
         try:

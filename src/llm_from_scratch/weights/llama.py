@@ -195,8 +195,11 @@ def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig, dtype: torch.dtype = 
             raise ValueError(f"{gguf_file.path} lacks tensor {name!r}")
         info = infos[name]
         if keep_blocks and len(info.shape) == 2 and info.ggml_type.name in BLOCK_LAYOUTS:
-            return read_blocks(gguf_file.raw_tensor(name), info.ggml_type.name, info.shape[1])
-        return gguf_file.tensor(name, dtype)
+            value = read_blocks(gguf_file.raw_tensor(name), info.ggml_type.name, info.shape[1])
+        else:
+            value = gguf_file.tensor(name, dtype)
+        gguf_file.release(name)  # the values are copied: the file's pages need not stay in memory
+        return value
 
     if not keep_blocks:
         return GGUF_NAMES.state_dict(get, cfg, qk_rows=unpermute_qk_rows)
