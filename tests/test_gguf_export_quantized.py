@@ -17,6 +17,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 import torch
 
 gguf = pytest.importorskip("gguf")
@@ -412,17 +413,6 @@ def test_quantized_models_and_unsupported_configs_are_refused(tmp_path, hf_token
 # --------------------------------------------------------------------------------------
 
 
-def _run_cli(capsys, *argv):
-    from llm_from_scratch.cli.main import main
-
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_cli_exports_a_llama_micro_checkpoint_as_q8_0(tmp_path, capsys, hf_tokenizer):
     from llm_from_scratch.model import create_model
     from llm_from_scratch.training.checkpoint import save_checkpoint
@@ -432,7 +422,7 @@ def test_cli_exports_a_llama_micro_checkpoint_as_q8_0(tmp_path, capsys, hf_token
                                                         "model_config": model.cfg.to_dict(),
                                                         "tokenizer": hf_tokenizer.to_config()})
     out = tmp_path / "x.gguf"
-    code, stdout, err = _run_cli(capsys, "export", "--checkpoint", str(ckpt), "--format", "gguf",
+    code, stdout, err = run_cli(capsys, "export", "--checkpoint", str(ckpt), "--format", "gguf",
                                  "--dtype", "q8_0", "--out", str(out))
     assert code == 0, err
     assert "q8_0" in stdout and str(out) in stdout
@@ -442,13 +432,13 @@ def test_cli_exports_a_llama_micro_checkpoint_as_q8_0(tmp_path, capsys, hf_token
     with torch.no_grad():  # Q8_0 rounding only: the tolerances of _assert_q8_0_close
         _assert_q8_0_close(back(ids), model(ids))
 
-    code, _, err = _run_cli(capsys, "export", "--checkpoint", str(ckpt), "--format", "gguf", "--dtype", "q8_0",
+    code, _, err = run_cli(capsys, "export", "--checkpoint", str(ckpt), "--format", "gguf", "--dtype", "q8_0",
                             "--out", str(out))
     assert code == 2 and "exists: pass --overwrite" in err
-    code, _, err = _run_cli(capsys, "export", "--checkpoint", str(ckpt), "--format", "hf", "--dtype", "q8_0",
+    code, _, err = run_cli(capsys, "export", "--checkpoint", str(ckpt), "--format", "hf", "--dtype", "q8_0",
                             "--out", str(tmp_path / "hf"))
     assert code == 2 and "--dtype applies to --format gguf only" in err
-    code, _, err = _run_cli(capsys, "export", "--checkpoint", str(ckpt), "--format", "gguf", "--dtype", "q4_0",
+    code, _, err = run_cli(capsys, "export", "--checkpoint", str(ckpt), "--format", "gguf", "--dtype", "q4_0",
                             "--out", str(tmp_path / "y.gguf"))
     assert code == 2 and "invalid choice: 'q4_0'" in err
     assert not (tmp_path / "hf").exists() and not (tmp_path / "y.gguf").exists()

@@ -1,11 +1,11 @@
 """`load_model` / `load_pretrained` and the commands built on them: generate --model, chat, export."""
 
-import io
-import sys
 import warnings
 
 import pytest
 import torch
+
+from cli_helpers import run_cli
 
 from llm_from_scratch.cli.chat import fit_to_context
 from llm_from_scratch.cli.main import main
@@ -14,17 +14,6 @@ from llm_from_scratch.model import GPTConfig, GPTModel
 from llm_from_scratch.model.llama import LlamaConfig, LlamaModel
 from llm_from_scratch.tokenizers import get_tokenizer
 from llm_from_scratch.training.checkpoint import save_checkpoint
-
-
-def run_cli(capsys, *argv, stdin=None, monkeypatch=None):
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

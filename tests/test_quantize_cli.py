@@ -3,26 +3,14 @@ and load_model(dtype=, quantize=) in Python."""
 
 from __future__ import annotations
 
-import io
-import sys
-
 import pytest
 import torch
 
-from llm_from_scratch.cli.main import build_parser, main
+from cli_helpers import run_cli
+
+from llm_from_scratch.cli.main import build_parser
 from llm_from_scratch.loading import load_model
 from llm_from_scratch.quantize import Int4Linear, Int8Linear, is_quantized
-
-
-def run_cli(capsys, *argv, stdin=None, monkeypatch=None):
-    if stdin is not None:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("command", [["generate", "--model", "gpt2"], ["chat", "--model", "gpt2"],
