@@ -30,8 +30,9 @@ ratio of each of ours to transformers' faster mode (fp32 or bf16, whichever is f
 How it is measured (the project's rules for benchmarks)
 -------------------------------------------------------
 * A fresh process per trial (``--trial VARIANT``): it builds the model, warms up with a short
-  generation (first-call allocations, kernel choice, compilation), then times one generation
-  and prints one JSON line. Peak memory is Linux's VmHWM, reset after the warm-up for "gen RSS".
+  generation (first-call allocations, kernel choice; a compiled variant warms up with the full
+  N tokens, so that it compiles for the timed shapes), then times one generation and prints
+  one JSON line. Peak memory is Linux's VmHWM, reset after the warm-up for "gen RSS".
 * Interleaved rounds over all variants (>= 3); medians; min..max shows the spread.
 * Correctness first: a ``--check`` child generates with every variant. ours-fp32 and hf-fp32
   must give the same greedy tokens, else the script stops. For the others (bf16, int8, int4,
@@ -79,8 +80,12 @@ def run_trial(args) -> dict:
     run, idx, info = gen_models.build_variant(args.trial, args.family, args.preset, args.seed, args.prompt_tokens)
     build_s = time.perf_counter() - build_start
 
+    # Warm-up: allocations, kernel selection, lazy imports. A compiled step has fixed shapes (its
+    # cache width depends on prompt + new tokens), so it warms up with the timed length: the
+    # timed run then measures decoding, not a recompilation.
+    warmup_tokens = args.new_tokens if gen_models.parse_variant(args.trial)["compiled"] else WARMUP_TOKENS
     warm_start = time.perf_counter()
-    run(idx, WARMUP_TOKENS)  # warm-up: allocations, kernel selection, compilation, lazy imports
+    run(idx, warmup_tokens)
     warmup_s = time.perf_counter() - warm_start
     process_peak = peak_rss_mb()  # model construction included
     can_reset = reset_peak_rss()

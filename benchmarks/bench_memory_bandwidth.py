@@ -86,10 +86,11 @@ def model_sizes(args) -> dict[str, int]:
         sizes[f"--model-bytes #{i + 1}"] = int(float(value))
     for path in args.from_generation:
         data = json.loads(Path(path).read_text())
-        family = data.get("settings", {}).get("family", "gpt2")
+        settings = data.get("settings", {})
+        model = settings.get("preset", "gpt2") if settings.get("family", "gpt2") == "gpt2" else "smollm2"
         for variant, s in data.get("summary", {}).items():
             if s.get("weights_bytes"):
-                sizes[f"{family} {variant}"] = s["weights_bytes"]
+                sizes[f"{model} {variant}"] = s["weights_bytes"]
     return sizes or dict(DEFAULT_MODELS)
 
 
