@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from llm_from_scratch.allocator import give_back_freed_memory, trim_freed_memory
 from llm_from_scratch.io.checkpoints import clean_state_dict, read_checkpoint
 from llm_from_scratch.model.registry import model_from_config
 from llm_from_scratch.quantize.model import check_quantize, quantize_model
@@ -197,6 +198,14 @@ def load_model(model: str | None = None, checkpoint: str | Path | None = None, *
 
     device = auto_device(str(device) if device is not None else "auto")
     quantize = check_quantize(quantize, device)
+    give_back_freed_memory()  # the loading's temporaries go back to the system (allocator.py)
+    try:
+        return _load_model(model, checkpoint, device, dtype, tokenizer_name, model_type, quantize)
+    finally:
+        trim_freed_memory()
+
+
+def _load_model(model, checkpoint, device, dtype, tokenizer_name, model_type, quantize) -> LoadedModel:
     if checkpoint is not None:
         net, tokenizer, ckpt = load_checkpoint_model(checkpoint, "cpu" if quantize != "none" else device,
                                                      tokenizer_name, model_type)

@@ -9,17 +9,16 @@
   for `transformers` alike (benchmarks/bench_training.py). The cost: memory freed by the
   process is kept for reuse instead of being returned to the system.
 
+* Inference does the opposite (gives freed memory back): see `allocator.py`.
+
 * Which precision (fp32 or bf16) is faster for a model on this CPU is decided in `precision.py`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import sys
+from llm_from_scratch.allocator import NO_MALLOC_TUNING_ENV, glibc
 
-
-NO_MALLOC_TUNING_ENV = "LLMFS_NO_MALLOC_TUNING"
+__all__ = ["NO_MALLOC_TUNING_ENV", "keep_freed_memory"]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4  # mallopt parameter numbers (malloc.h)
 _tuned = False
@@ -35,15 +34,10 @@ def keep_freed_memory() -> bool:
     global _tuned
     if _tuned:
         return True
-    if os.environ.get(NO_MALLOC_TUNING_ENV, "").strip() in {"1", "true", "yes"}:
+    libc = glibc()  # None off Linux/glibc (musl has no mallopt) or when tuning is switched off
+    if libc is None:
         return False
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
-        return False
+    mallopt = libc.mallopt
     ok = mallopt(_M_MMAP_MAX, 0) == 1                  # no separate mmap per big allocation
     ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1   # never give the heap's top back
     ok &= mallopt(_M_TOP_PAD, 256 * 2**20) == 1        # grow the heap in 256 MB steps
