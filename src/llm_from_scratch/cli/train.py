@@ -21,6 +21,16 @@ import argparse
 
 from llm_from_scratch.cli.common import add_flag, add_precision_flag, config_from_args
 from llm_from_scratch.pipelines.pretraining import DEFAULTS
+from llm_from_scratch.training.recipes import RECIPES
+
+
+def _yes_no(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("yes", "true", "1", "on"):
+        return True
+    if value in ("no", "false", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
 def add_parser(subparsers) -> None:
@@ -37,6 +47,19 @@ def add_parser(subparsers) -> None:
              f"(default {DEFAULTS['tokenizer']}; when resuming, the checkpoint's)")
     add_flag(g, "context_length", type=int, default=None, help="override the preset's context length")
     add_flag(g, "dropout", type=float, default=None, help="override the preset's dropout rate")
+    add_flag(g, "recipe", default=None, choices=list(RECIPES),
+             help="book (default): the book's GPT and AdamW; modern: the speedrun's architecture and Muon "
+                  "(docs/21-speedrun.md). The flags below override a recipe's choices")
+    g = p.add_argument_group("architecture switches (GPT presets; default: the recipe's, else the preset's)")
+    add_flag(g, "norm", default=None, choices=["layernorm", "rmsnorm"])
+    add_flag(g, "positions", default=None, choices=["learned", "rope"], help="a learned table or rotary (RoPE)")
+    add_flag(g, "mlp", default=None, choices=["gelu", "relu2", "swiglu"], help="the feed-forward")
+    add_flag(g, "bias", default=None, type=_yes_no, help="biases in projections and feed-forward: yes|no")
+    add_flag(g, "qk_norm", default=None, type=_yes_no, help="RMS-normalize queries and keys: yes|no")
+    add_flag(g, "logit_softcap", default=None, type=float, help="squash logits into (-cap, cap) with tanh")
+    add_flag(g, "zero_init", default=None, type=_yes_no, help="residual projections (and an untied head) "
+             "start at zero: yes|no")
+    add_flag(g, "tie_weights", default=None, type=_yes_no, help="the head shares the token embedding: yes|no")
     g = p.add_argument_group("how long (the first given wins)")
     add_flag(g, "max_steps", type=int, default=None,
              help=f"optimizer steps (default {DEFAULTS['max_steps']} when no length flag is given)")
@@ -45,7 +68,13 @@ def add_parser(subparsers) -> None:
     g = p.add_argument_group("optimization")
     add_flag(g, "batch_size", type=int, default=16, help="windows per batch per process (default %(default)s)")
     add_flag(g, "grad_accum", type=int, default=1, help="micro-batches per optimizer step (default %(default)s)")
-    add_flag(g, "lr", type=float, default=None, help="peak learning rate (default 2e-3 for the small presets, 6e-4 for gpt2*)")
+    add_flag(g, "lr", type=float, default=None, help="peak learning rate (default: the recipe's, else 2e-3 for "
+             "the small presets, 6e-4 for gpt2*); with Muon, AdamW's rate for embeddings, head and norms")
+    add_flag(g, "optimizer", default=None, choices=["adamw", "muon"],
+             help="adamw, or muon (Muon for the blocks' matrices, AdamW for the rest); default: the recipe's")
+    add_flag(g, "muon_lr", type=float, default=None, help="Muon's peak learning rate (default: the recipe's, 0.02)")
+    add_flag(g, "windows", default=None, choices=["grid", "random"],
+             help="training windows: grid (disjoint, the book's) or random (every offset a possible start)")
     add_flag(g, "min_lr_ratio", type=float, default=0.1)
     add_flag(g, "warmup_steps", type=int, default=None)
     add_flag(g, "weight_decay", type=float, default=0.1)

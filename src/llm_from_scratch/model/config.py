@@ -35,6 +35,16 @@ class GPTConfig:
     drop_rate: float = 0.1
     qkv_bias: bool = False      # bias in the query/key/value projection (True in OpenAI's GPT-2)
     tie_weights: bool = False   # share the token embedding matrix with the output head (GPT-2 does)
+    # Switches of the decoder core that GPT-2 did not have (the "modern" training recipe sets them,
+    # training/recipes.py); the defaults are GPT-2's, and a checkpoint without them means these.
+    norm: str = "layernorm"     # "layernorm" | "rmsnorm"
+    positions: str = "learned"  # "learned" (a position table) | "rope" (rotary, in the attention)
+    rope_base: float = 10000.0
+    mlp: str = "gelu"           # "gelu" | "relu2" (ReLU squared), both 4x wide | "swiglu" (8/3 x wide)
+    bias: bool = True           # biases in the attention's output projection and the feed-forward
+    qk_norm: bool = False       # RMS-normalize each head's queries and keys
+    logit_softcap: float | None = None  # logits = cap * tanh(logits / cap)
+    zero_init: bool = False     # projections into the residual stream (and an untied head) start at zero
 
     def __init__(self, **kwargs: Any):
         known = {f.name for f in fields(self)}
@@ -60,6 +70,27 @@ class GPTConfig:
             )
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+        for name, allowed in (("norm", ("layernorm", "rmsnorm")), ("positions", ("learned", "rope")),
+                              ("mlp", ("gelu", "relu2", "swiglu"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"GPTConfig.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"head_dim = emb_dim // n_heads = {self.head_dim} must be even for RoPE")
+        if self.logit_softcap is not None and not self.logit_softcap > 0:
+            raise ValueError(f"logit_softcap must be a positive number or None, got {self.logit_softcap!r}")
+
+    def is_gpt2(self) -> bool:
+        """True when the architecture is GPT-2's exactly (none of the later switches is set): only
+        then do OpenAI's weights load and the Hugging Face GPT-2 export apply."""
+        defaults = GPTConfig.__dataclass_fields__
+        return all(getattr(self, name) == defaults[name].default for name in MODERN_SWITCHES)
+
+    def mlp_hidden_dim(self) -> int:
+        """4 x emb_dim; a SwiGLU feed-forward (three matrices) 8/3 x emb_dim, rounded up to a
+        multiple of 32, so that both have about the same number of parameters."""
+        if self.mlp == "swiglu":
+            return -(-8 * self.emb_dim // 3 // 32) * 32
+        return 4 * self.emb_dim
 
     # nanoGPT-style read access: config.n_embd, config.block_size, ...
     n_embd = property(lambda self: self.emb_dim)
@@ -75,15 +106,16 @@ class GPTConfig:
     def architecture(self):
         """GPT-2 as a configuration of the decoder core: LayerNorm, learned positions, GELU
         feed-forward 4x wide, biases everywhere (the qkv bias is optional), every head with its
-        own keys and values."""
+        own keys and values; or what the switches after `tie_weights` choose instead."""
         from llm_from_scratch.model.decoder import Architecture
 
         return Architecture(
             vocab_size=self.vocab_size, context_length=self.context_length, emb_dim=self.emb_dim,
             n_layers=self.n_layers, n_heads=self.n_heads, n_kv_heads=self.n_heads, head_dim=self.head_dim,
-            hidden_dim=4 * self.emb_dim, norm="layernorm", norm_eps=1e-5, positions="learned", mlp="gelu",
-            qkv_bias=self.qkv_bias, out_bias=True, mlp_bias=True, tie_weights=self.tie_weights,
-            drop_rate=self.drop_rate)
+            hidden_dim=self.mlp_hidden_dim(), norm=self.norm, norm_eps=1e-5, positions=self.positions,
+            mlp=self.mlp, qkv_bias=self.qkv_bias, out_bias=self.bias, mlp_bias=self.bias,
+            tie_weights=self.tie_weights, drop_rate=self.drop_rate, rope_base=self.rope_base,
+            qk_norm=self.qk_norm, logit_softcap=self.logit_softcap, zero_init=self.zero_init)
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> "GPTConfig":
@@ -95,6 +127,10 @@ class GPTConfig:
 
     def replace(self, **changes: Any) -> "GPTConfig":
         return GPTConfig(**{**self.to_dict(), **changes})
+
+
+#: The fields above that GPT-2 did not have (see `GPTConfig.is_gpt2`).
+MODERN_SWITCHES = ("norm", "positions", "rope_base", "mlp", "bias", "qk_norm", "logit_softcap", "zero_init")
 
 
 def as_config(cfg: "GPTConfig | Mapping[str, Any]") -> GPTConfig:

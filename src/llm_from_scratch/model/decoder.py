@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from llm_from_scratch.model.fused_attention import CausalSelfAttention
 from llm_from_scratch.model.kv_cache import KVCache
@@ -59,10 +60,12 @@ class Architecture:
     rope_scaling: float = 1.0
     qk_norm: bool = False
     sliding_window: int | None = None
+    logit_softcap: float | None = None  # logits = cap * tanh(logits / cap) (Gemma 2, modded-nanogpt)
+    zero_init: bool = False       # residual-stream projections (and an untied head) start at zero
 
     def __post_init__(self) -> None:
         for name, allowed in (("norm", ("layernorm", "rmsnorm")), ("positions", ("learned", "rope")),
-                              ("mlp", ("gelu", "swiglu"))):
+                              ("mlp", ("gelu", "relu2", "swiglu"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.positions == "rope" and self.head_dim % 2:
@@ -87,8 +90,8 @@ class DecoderBlock(nn.Module):
                                        qkv_bias=arch.qkv_bias, out_bias=arch.out_bias, qk_norm=arch.qk_norm,
                                        norm_eps=arch.norm_eps, dropout=arch.drop_rate,
                                        sliding_window=arch.sliding_window)
-        if arch.mlp == "gelu":
-            self.ff = FeedForward(arch.emb_dim, arch.hidden_dim)
+        if arch.mlp in ("gelu", "relu2"):
+            self.ff = FeedForward(arch.emb_dim, arch.hidden_dim, activation=arch.mlp, bias=arch.mlp_bias)
         else:
             self.ff = SwiGLUFeedForward(arch.emb_dim, arch.hidden_dim, bias=arch.mlp_bias)
         self.norm1 = make_norm(arch, arch.emb_dim)
@@ -131,11 +134,17 @@ class DecoderLM(nn.Module):
         """GPT-2's initialization: N(0, 0.02) weights, zero biases, norms at 1 (and 0), and the
         projections back into the residual stream scaled down by 1/sqrt(2 * n_layers) so the
         residual stream's variance does not grow with depth. (The book keeps PyTorch's
-        defaults; this trains better from scratch.) Loaders of pretrained weights overwrite it."""
+        defaults; this trains better from scratch.) Loaders of pretrained weights overwrite it.
+
+        With `zero_init` those projections, and an untied head, start at exactly zero instead
+        (modded-nanogpt): every block begins as the identity and the first logits are uniform;
+        the gradients still reach them, and the blocks grow in as they learn."""
         if self.tok_emb.weight.device.type == "meta":
             return
-        residual_std = 0.02 / math.sqrt(2 * self.arch.n_layers)
+        residual_std = 0.0 if self.arch.zero_init else 0.02 / math.sqrt(2 * self.arch.n_layers)
         residual_out = {id(m) for block in self.trf_blocks for m in (block.att.out_proj, block.ff.output_layer)}
+        if self.arch.zero_init and not self.arch.tie_weights:
+            residual_out.add(id(self.out_head))
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, mean=0.0, std=residual_std if id(module) in residual_out else 0.02)
@@ -190,10 +199,19 @@ class DecoderLM(nn.Module):
             if not isinstance(self.out_head, nn.Linear):
                 raise ValueError("this model is quantized for inference (llm_from_scratch.quantize): train "
                                  "the float model, and quantize it when loading it for generation")
-            return linear_cross_entropy(x, self.out_head.weight, targets)
+            if self.arch.logit_softcap is None:
+                return linear_cross_entropy(x, self.out_head.weight, targets)
+            return F.cross_entropy(self.logits(x).flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         if only_last:
             x = x[:, -1:, :]  # the head is the most expensive matmul: skip positions we don't need
-        return self.out_head(x)  # (b, T, vocab_size)
+        return self.logits(x)  # (b, T, vocab_size)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The output head on final hidden states (b, T, emb_dim) -> (b, T, vocab_size); with
+        `logit_softcap`, squashed smoothly into (-cap, cap): no logit can run away in training."""
+        logits = self.out_head(x)
+        cap = self.arch.logit_softcap
+        return logits if cap is None else cap * torch.tanh(logits / cap)
 
     def hidden_states(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Everything but the output head: (b, T) token ids -> (b, T, emb_dim) after the final norm.

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,16 @@ class PretrainConfig:
     tokenizer: str | None = None        # gpt2, cl100k_base, o200k_base, char, or a tokenizer file
     context_length: int | None = None   # override the preset's
     dropout: float | None = None        # override the preset's drop_rate
+    recipe: str | None = None           # book | modern (training/recipes.py); None: the checkpoint's, else book
+    # architecture switches (None: the recipe's, else the preset's); see model/config.py
+    norm: str | None = None             # layernorm | rmsnorm
+    positions: str | None = None        # learned | rope
+    mlp: str | None = None              # gelu | relu2 | swiglu
+    bias: bool | None = None            # biases in the output projections and the feed-forward
+    qk_norm: bool | None = None
+    logit_softcap: float | None = None
+    zero_init: bool | None = None       # residual projections (and an untied head) start at zero
+    tie_weights: bool | None = None     # the head shares the token embedding
     # how long
     max_steps: int | None = None
     epochs: float | None = None
@@ -71,7 +82,10 @@ class PretrainConfig:
     # optimization
     batch_size: int = 16                # windows per batch per process
     grad_accum: int = 1                 # micro-batches per optimizer step
-    lr: float | None = None             # None: 6e-4 for the gpt2* presets, else 2e-3
+    lr: float | None = None             # None: the recipe's, else 6e-4 for the gpt2* presets, 2e-3 others
+    optimizer: str | None = None        # adamw | muon (None: the recipe's, else adamw)
+    muon_lr: float | None = None        # Muon's peak learning rate (None: the recipe's, else 0.02)
+    windows: str | None = None          # grid (disjoint windows) | random (any offset); None: recipe's, else grid
     min_lr_ratio: float = 0.1
     warmup_steps: int | None = None
     weight_decay: float = 0.1
@@ -158,12 +172,14 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         shards = prepare_shards(corpus.train, corpus.validation, tokenizer, name=corpus.name, progress=False)
     check_shard_tokenizer(shards.meta, tokenizer)
 
-    # 3. The model's configuration and the data cut into windows of its context length.
-    cfg = _model_config(c, model_type, checkpoint, tokenizer.vocab_size)
+    # 3. The recipe's defaults, the model's configuration and the data cut into windows of its
+    #    context length (every offset a possible start with windows="random").
+    recipe, c = _with_recipe(c, checkpoint)
+    cfg = _model_config(c, model_type, checkpoint, tokenizer.vocab_size, recipe)
     if cfg.vocab_size < tokenizer.vocab_size:
         raise PipelineError(f"the model's vocabulary ({cfg.vocab_size}) is smaller than the tokenizer's "
                             f"({tokenizer.vocab_size}): they do not belong together.")
-    train_set = TokenWindowDataset(shards.train, cfg.context_length)
+    train_set = TokenWindowDataset(shards.train, cfg.context_length, stride=1 if c.windows == "random" else None)
     val_set = TokenWindowDataset(shards.validation, cfg.context_length)
     global_batch = c.batch_size * dist_info.world_size
     if len(train_set) < global_batch:
@@ -180,7 +196,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     barrier()
     if dist_info.is_main:
         counts = shards.meta["counts"]
-        print(f"llmfs train: {model_type} ({model.num_parameters():,} parameters, context {cfg.context_length}) on "
+        print(f"llmfs train: {model_type}, recipe {recipe.name} ({model.num_parameters():,} parameters, "
+              f"context {cfg.context_length}) on "
               f"{corpus.name} ({counts['train']:,} train / {counts['validation']:,} validation tokens, "
               f"tokenizer {tokenizer.name}, vocabulary {tokenizer.vocab_size:,}); batch {c.batch_size} x "
               f"{dist_info.world_size} process(es) x {c.grad_accum} accumulation; output in {out_dir}")
@@ -192,10 +209,11 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         max_steps=_max_steps(c), epochs=c.epochs, max_tokens=c.max_tokens,
         lr=c.lr or _default_lr(model_type), min_lr_ratio=c.min_lr_ratio, warmup_steps=c.warmup_steps,
         weight_decay=c.weight_decay, grad_clip=c.grad_clip, grad_accum_steps=c.grad_accum,
+        optimizer=c.optimizer or "adamw", muon_lr=c.muon_lr or 0.02,
         eval_interval=c.eval_interval, eval_batches=c.eval_batches, sample_prompt=sample_prompt,
         out_dir=str(out_dir), resume_from=str(resume_path) if resume_path else None, device=c.device,
         precision=c.precision, compile=c.compile, seed=c.seed, progress=c.progress, fused_loss=c.fused_loss,
-        extra_checkpoint_info={"model_type": model_type, "dataset": corpus.name,
+        extra_checkpoint_info={"model_type": model_type, "recipe": recipe.name, "dataset": corpus.name,
                                "dataset_path": _user_text_path(dataset, corpus)},
     )
     if dist_info.is_main:
@@ -261,18 +279,54 @@ def _build_tokenizer(name: str, corpus):
     return get_tokenizer(name)
 
 
-def _model_config(c: PretrainConfig, model_type: str, checkpoint: dict | None, vocab_size: int):
-    """The architecture a resumed checkpoint recorded, or the preset's with this run's overrides."""
+#: PretrainConfig fields that are switches of the model's configuration (model/config.py).
+ARCHITECTURE_SWITCHES = ("norm", "positions", "mlp", "bias", "qk_norm", "logit_softcap", "zero_init", "tie_weights")
+
+
+def _with_recipe(c: PretrainConfig, checkpoint: dict | None):
+    """(the Recipe, `c` with the recipe's training defaults filled in where `c` says None).
+    A resumed run keeps its checkpoint's recipe; naming another one is an error."""
+    from llm_from_scratch.training.recipes import get_recipe
+
+    saved = (checkpoint or {}).get("recipe")
+    if checkpoint is not None and c.recipe and c.recipe != (saved or "book"):
+        raise PipelineError(f"the run being resumed was trained with --recipe {saved or 'book'}, not {c.recipe}: "
+                            "drop --recipe to continue it.")
+    try:
+        recipe = get_recipe(c.recipe or saved or "book")
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
+    filled = replace(c, **{k: v for k, v in recipe.training.items() if getattr(c, k) is None})
+    for name, allowed in (("optimizer", ("adamw", "muon")), ("windows", ("grid", "random"))):
+        if getattr(filled, name) not in (None, *allowed):
+            raise PipelineError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(filled, name)!r}")
+    return recipe, filled
+
+
+def _model_config(c: PretrainConfig, model_type: str, checkpoint: dict | None, vocab_size: int, recipe):
+    """The architecture a resumed checkpoint recorded, or the preset's with the recipe's switches
+    and this run's overrides (a switch the model family does not have is an error when asked for
+    explicitly; a recipe's is skipped)."""
     from llm_from_scratch.model.registry import config_from_dict, preset_model_config
 
     if checkpoint is not None and checkpoint.get("model_config"):
         return config_from_dict(checkpoint["model_config"])
-    overrides: dict[str, Any] = {"vocab_size": vocab_size}
+    fields_of_family = {f.name for f in dataclass_fields(type(preset_model_config(model_type)))}
+    explicit = {k: getattr(c, k) for k in ARCHITECTURE_SWITCHES if getattr(c, k) is not None}
+    unknown = sorted(set(explicit) - fields_of_family)
+    if unknown:
+        raise PipelineError(f"{model_type} has no {', '.join(unknown)} switch (the GPT presets have them all): "
+                            "drop the flag or choose a gpt-* preset.")
+    overrides: dict[str, Any] = {k: v for k, v in recipe.model.items() if k in fields_of_family}
+    overrides.update(explicit, vocab_size=vocab_size)
     if c.context_length:
         overrides["context_length"] = c.context_length
     if c.dropout is not None:
         overrides["drop_rate"] = c.dropout  # the field's name in every family's config
-    return preset_model_config(model_type, **overrides)
+    try:
+        return preset_model_config(model_type, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise PipelineError(f"the model configuration is not valid: {exc}") from exc
 
 
 def _archive_previous_run(out_dir: Path) -> None:

@@ -22,17 +22,16 @@ import functools
 import inspect
 import json
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from llm_from_scratch.training.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from llm_from_scratch.training.checkpoint import (clean_state_dict, load_checkpoint, rng_state, save_checkpoint,
+                                                 set_rng_state)
 from llm_from_scratch.training.cpu_speed import keep_freed_memory
 from llm_from_scratch.training.distributed import DistInfo, EpochBatchSampler, all_reduce_mean, init_distributed
 from llm_from_scratch.training.evaluation import sample_indices, scored_targets, split_loss
@@ -54,6 +53,8 @@ class TrainerConfig:
     warmup_steps: int | None = None  # default: 5% of the steps, at most 200
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
+    optimizer: str = "adamw"          # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
+    muon_lr: float = 0.02             # Muon's peak learning rate (same schedule as lr)
     grad_clip: float | None = 1.0
     grad_accum_steps: int = 1
     # Evaluation and output
@@ -100,21 +101,6 @@ def auto_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 @dataclass
 class TrainState:
     """Where training is: everything needed (besides weights/optimizer) to continue exactly."""
@@ -122,6 +108,7 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0  # micro-batches already consumed in the current epoch
     tokens_seen: int = 0
+    train_seconds: float = 0.0  # time spent in training steps (evaluations and checkpoints excluded)
     best_val_loss: float = float("inf")
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -166,7 +153,7 @@ class GPTTrainer:
         self.total_steps = self._total_steps()
         self.warmup_steps = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, self.total_steps // 20)
         self.eval_interval = cfg.eval_interval or max(1, self.total_steps // 10)
-        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas)
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas, cfg.optimizer, cfg.muon_lr)
         self.scheduler = build_scheduler(self.optimizer, self.warmup_steps, self.total_steps, cfg.min_lr_ratio)
         self.state = TrainState()
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
@@ -313,13 +300,15 @@ class GPTTrainer:
         while state.step < self.total_steps:
             # Where this step starts, so that Ctrl-C can save a checkpoint a resumed run continues
             # from exactly (the micro-batches of an unfinished step are simply done again).
-            step_start = (state.epoch, state.batch_in_epoch, _rng_state())
+            step_start = (state.epoch, state.batch_in_epoch, rng_state())
             self._updating = False  # only now does step_start match the weights again
+            step_clock = time.perf_counter()
             try:
                 train_loss = self._train_step(batches)
             except KeyboardInterrupt:
                 self._save_on_interrupt(step_start, progress)
                 raise
+            state.train_seconds += time.perf_counter() - step_clock
             elapsed = time.perf_counter() - start_time
             tokens_per_s = (state.tokens_seen - start_tokens) / max(elapsed, 1e-9)
             self._log_scalars({"train/step_loss": train_loss, "train/lr": self.scheduler.get_last_lr()[0]})
@@ -522,6 +511,7 @@ class GPTTrainer:
         record = {"step": state.step, "tokens": state.tokens_seen, "epoch": state.epoch,
                   "train_loss": train_loss, "val_loss": val_loss if has_val else None, "step_loss": last_train_loss,
                   "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s, "precision": self.precision,
+                  "train_seconds": state.train_seconds,
                   **extra}
         if final is not None and not math.isnan(final["loss"]):
             record.update(final_val_loss=final["loss"], final_val_whole_split=final["whole_split"],
@@ -572,7 +562,7 @@ class GPTTrainer:
             "scaler": self.scaler.state_dict(),
             "train_state": asdict(self.state),
             "trainer_config": asdict(self.config),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "precision": self.precision,
             "precision_reason": self.precision_choice.reason,
             **self.extra_checkpoint_info,
@@ -595,4 +585,4 @@ class GPTTrainer:
         if "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["train_state"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
