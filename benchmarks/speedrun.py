@@ -7,7 +7,7 @@ a context of 64 tokens, 12 windows per batch, fp32.
 
     book     the book's recipe: AdamW lr 1e-3, warmup 100, cosine to 1e-4, weight decay 0.1,
              clipping 1.0, learned positions, LayerNorm, GELU, tied head, 2000 steps
-    modern   `--recipe modern` (training/recipes.py), --modern-steps steps (default 700)
+    modern   `--recipe modern` (training/recipes.py), --modern-steps steps (default 350)
 
 The target is the book's final loss on the whole validation split (disjoint windows, fp32;
 the median over rounds). A recipe's time is the time spent in training steps
@@ -166,7 +166,7 @@ def main() -> None:
     p.add_argument("--only", default=None, help="comma-separated recipes to run (default: all)")
     p.add_argument("--variant", action="append", default=[], help='"NAME=key=value,..." another recipe')
     p.add_argument("--book-steps", type=int, default=2000)
-    p.add_argument("--modern-steps", type=int, default=700)
+    p.add_argument("--modern-steps", type=int, default=350)
     p.add_argument("--eval-interval", type=int, default=100, help="steps between sampled evaluations")
     p.add_argument("--budget", type=float, default=120.0, help="--size mini: seconds of training per recipe")
     p.add_argument("--calibration-steps", type=int, default=30)

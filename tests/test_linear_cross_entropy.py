@@ -37,6 +37,26 @@ def test_loss_and_gradients_equal_cross_entropy_on_full_logits(chunk, with_ignor
     torch.testing.assert_close(g_weight, r_weight, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk", [5, 1000])
+def test_soft_capped_loss_and_gradients_equal_autograd_through_the_tanh(chunk):
+    """softcap=c: the loss of c * tanh(logits / c), gradients against autograd (float64, 1e-12)."""
+    torch.manual_seed(1)
+    hidden = torch.randn(2, 13, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(40, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 40, (2, 13))
+    targets[1, :2] = -100
+    ours = linear_cross_entropy(hidden, weight, targets, chunk=chunk, softcap=3.0)
+    g_hidden, g_weight = torch.autograd.grad(ours * 0.5, (hidden, weight))
+    capped = 3.0 * torch.tanh((hidden @ weight.t()) / 3.0)
+    ref = F.cross_entropy(capped.flatten(0, 1), targets.flatten())
+    r_hidden, r_weight = torch.autograd.grad(ref * 0.5, (hidden, weight))
+    for a, b in ((ours, ref), (g_hidden, r_hidden), (g_weight, r_weight)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, targets, chunk=chunk, softcap=3.0), ref,
+                                   rtol=0, atol=1e-12)
+
+
 def test_without_gradients_gives_the_same_loss():
     hidden, weight = torch.randn(40, 8), torch.randn(30, 8)
     targets = torch.randint(0, 30, (40,))

@@ -189,9 +189,10 @@ def test_modern_recipe_trains_resumes_exactly_generates_and_refuses_gpt2_exports
 
 def test_explicit_settings_win_over_the_recipe_and_bad_ones_are_clear(corpus_dir, tmp_path):
     result = pretrain(tiny_run(corpus_dir, tmp_path / "mix", recipe="modern", mlp="gelu", optimizer="adamw",
-                               windows="grid", max_steps=2, eval_interval=2))
+                               windows="grid", logit_softcap=0, max_steps=2, eval_interval=2))
     ckpt = load_checkpoint(result.last_checkpoint)
     assert ckpt["model_config"]["mlp"] == "gelu" and ckpt["model_config"]["positions"] == "rope"
+    assert ckpt["model_config"]["logit_softcap"] is None  # 0 turns the recipe's cap off
     assert ckpt["trainer_config"]["optimizer"] == "adamw" and "muon" not in ckpt["optimizer"]
     with pytest.raises(PipelineError, match="unknown recipe 'fast'"):
         pretrain(tiny_run(corpus_dir, tmp_path / "x", recipe="fast"))

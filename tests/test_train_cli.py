@@ -100,9 +100,11 @@ def test_unknown_dataset_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert "no-such-corpus" in capsys.readouterr().err
 
 
-def test_two_processes_follow_the_one_process_trajectory(corpus_dir, tmp_path):
-    """torchrun with 2 ranks x batch 4 == 1 process x batch 8: same losses, same weights."""
-    common = ["--dataset", str(corpus_dir), "--tokenizer", "char", "--model_type", "gpt-micro",
+@pytest.mark.parametrize("recipe", ["book", "modern"])
+def test_two_processes_follow_the_one_process_trajectory(corpus_dir, tmp_path, recipe):
+    """torchrun with 2 ranks x batch 4 == 1 process x batch 8: same losses, same weights; with the
+    book's recipe and with the modern one (Muon)."""
+    common = ["--recipe", recipe, "--dataset", str(corpus_dir), "--tokenizer", "char", "--model_type", "gpt-micro",
               "--context_length", "32", "--max_steps", "5", "--eval_interval", "1", "--eval_batches", "2",
               "--dropout", "0", "--grad_accum", "2", "--no-progress",
               "--precision", "fp32"]  # 1e-5 holds in fp32; bf16 rounds differently per batch split

@@ -56,7 +56,7 @@ def add_parser(subparsers) -> None:
     add_flag(g, "mlp", default=None, choices=["gelu", "relu2", "swiglu"], help="the feed-forward")
     add_flag(g, "bias", default=None, type=_yes_no, help="biases in projections and feed-forward: yes|no")
     add_flag(g, "qk_norm", default=None, type=_yes_no, help="RMS-normalize queries and keys: yes|no")
-    add_flag(g, "logit_softcap", default=None, type=float, help="squash logits into (-cap, cap) with tanh")
+    add_flag(g, "logit_softcap", default=None, type=float, help="squash logits into (-cap, cap) with tanh; 0: no cap")
     add_flag(g, "zero_init", default=None, type=_yes_no, help="residual projections (and an untied head) "
              "start at zero: yes|no")
     add_flag(g, "tie_weights", default=None, type=_yes_no, help="the head shares the token embedding: yes|no")

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from llm_from_scratch.model.fused_attention import CausalSelfAttention
 from llm_from_scratch.model.kv_cache import KVCache
@@ -199,9 +198,7 @@ class DecoderLM(nn.Module):
             if not isinstance(self.out_head, nn.Linear):
                 raise ValueError("this model is quantized for inference (llm_from_scratch.quantize): train "
                                  "the float model, and quantize it when loading it for generation")
-            if self.arch.logit_softcap is None:
-                return linear_cross_entropy(x, self.out_head.weight, targets)
-            return F.cross_entropy(self.logits(x).flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            return linear_cross_entropy(x, self.out_head.weight, targets, softcap=self.arch.logit_softcap)
         if only_last:
             x = x[:, -1:, :]  # the head is the most expensive matmul: skip positions we don't need
         return self.logits(x)  # (b, T, vocab_size)

@@ -20,6 +20,9 @@ buffer while it is still in cache*, the gradient of the loss with respect to the
 and from it the gradients of the hidden states (g @ W) and of the head's weight (g.T @ h).
 The backward pass only has to hand those out. Nothing of size (N, vocab) outlives a chunk.
 
+With a soft cap (``softcap=c``: logits = c * tanh(raw / c), see `DecoderLM.logits`) the chain
+rule adds one factor, d logits / d raw = 1 - tanh(raw / c)^2, applied in the same chunk.
+
 It is exact math, not an approximation: `tests/test_linear_cross_entropy.py` compares the loss
 and both gradients with `F.cross_entropy` on the full logits.
 """
@@ -43,7 +46,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Forward pass computes the loss *and* the gradients; backward pass scales them."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, ignore_index):
+    def forward(ctx, hidden, weight, targets, chunk, ignore_index, softcap=None):
         # hidden: (N, emb_dim), weight: (vocab, emb_dim), targets: (N,)
         n = hidden.shape[0]
         compute = _compute_dtype(hidden)
@@ -63,6 +66,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 ok = valid[start:start + chunk]
                 safe_t = t.masked_fill(~ok, 0)                       # any real index for gather
                 logits = (h @ w.t()).to(acc)                         # (c, vocab): the only big buffer
+                if softcap is not None:
+                    squashed = torch.tanh(logits / softcap)          # (c, vocab)
+                    logits = squashed * softcap
                 lse = torch.logsumexp(logits, dim=-1)                # (c,)
                 token_loss = lse - logits.gather(1, safe_t[:, None]).squeeze(1)
                 total += token_loss.masked_fill(~ok, 0.0).sum()
@@ -70,6 +76,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad = logits.sub_(lse[:, None]).exp_()
                 grad[torch.arange(len(t), device=t.device), safe_t] -= 1.0
                 grad.mul_((ok.to(grad.dtype) * scale)[:, None])           # ignored rows get no gradient
+                if softcap is not None:
+                    grad.mul_(1.0 - squashed.square_())                # through the tanh
                 grad = grad.to(compute)
                 if need_hidden:
                     grad_hidden[start:start + chunk] = grad @ w        # (c, emb_dim)
@@ -85,17 +93,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
         if not torch.compiler.is_compiling() and grad_loss.numel() == 1 and grad_loss.item() == 1.0:
-            return grad_hidden, grad_weight, None, None, None  # plain loss.backward(): skip 2 passes
+            return grad_hidden, grad_weight, None, None, None, None  # plain loss.backward(): skip 2 passes
         if grad_hidden is not None:
             grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
         if grad_weight is not None:
             grad_weight = grad_weight * grad_loss.to(grad_weight.dtype)
-        return grad_hidden, grad_weight, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk: int = DEFAULT_CHUNK, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """mean cross_entropy(hidden @ weight.T, targets) over targets != ignore_index.
+                         chunk: int = DEFAULT_CHUNK, ignore_index: int = IGNORE_INDEX,
+                         softcap: float | None = None) -> torch.Tensor:
+    """mean cross_entropy(hidden @ weight.T, targets) over targets != ignore_index; with
+    `softcap`, of softcap * tanh(hidden @ weight.T / softcap).
 
     hidden: (..., emb_dim) final hidden states; weight: (vocab, emb_dim) the output head's
     weight; targets: (...) token ids. Returns a scalar. Gradients flow to hidden and weight.
@@ -107,13 +117,15 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     hidden, targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, ignore_index)
+        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, ignore_index, softcap)
     # No gradient wanted (evaluation): the same chunked loss, without the gradient work.
     acc = torch.promote_types(_compute_dtype(hidden), torch.float32)
     total = torch.zeros((), dtype=acc, device=hidden.device)
     valid = targets != ignore_index
     for start in range(0, hidden.shape[0], chunk):
         logits = (hidden[start:start + chunk] @ weight.t()).to(acc)
+        if softcap is not None:
+            logits = softcap * torch.tanh(logits / softcap)
         t, ok = targets[start:start + chunk], valid[start:start + chunk]
         token_loss = torch.logsumexp(logits, -1) - logits.gather(1, t.masked_fill(~ok, 0)[:, None]).squeeze(1)
         total += token_loss.masked_fill(~ok, 0.0).sum()

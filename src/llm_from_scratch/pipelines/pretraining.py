@@ -72,7 +72,7 @@ class PretrainConfig:
     mlp: str | None = None              # gelu | relu2 | swiglu
     bias: bool | None = None            # biases in the output projections and the feed-forward
     qk_norm: bool | None = None
-    logit_softcap: float | None = None
+    logit_softcap: float | None = None  # 0: none (turns a recipe's cap off)
     zero_init: bool | None = None       # residual projections (and an untied head) start at zero
     tie_weights: bool | None = None     # the head shares the token embedding
     # how long
@@ -319,6 +319,8 @@ def _model_config(c: PretrainConfig, model_type: str, checkpoint: dict | None, v
                             "drop the flag or choose a gpt-* preset.")
     overrides: dict[str, Any] = {k: v for k, v in recipe.model.items() if k in fields_of_family}
     overrides.update(explicit, vocab_size=vocab_size)
+    if overrides.get("logit_softcap") == 0:
+        overrides["logit_softcap"] = None  # --logit_softcap 0: no cap (turns a recipe's off)
     if c.context_length:
         overrides["context_length"] = c.context_length
     if c.dropout is not None:

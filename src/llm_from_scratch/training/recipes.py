@@ -40,10 +40,10 @@ RECIPES: dict[str, Recipe] = {
     "book": Recipe(
         "book", "the book's GPT (learned positions, LayerNorm, GELU) trained with AdamW and a cosine schedule"),
     "modern": Recipe(
-        "modern", "RoPE, RMSNorm, ReLU^2 and QK-norm, zero-initialized output projections, Muon for the "
-                  "blocks' matrices, random window offsets",
-        model=dict(positions="rope", norm="rmsnorm", mlp="relu2", bias=False, qk_norm=True, zero_init=True),
-        training=dict(optimizer="muon", muon_lr=0.02, lr=3e-3, warmup_steps=50, windows="random"),
+        "modern", "RoPE, RMSNorm, ReLU^2, no biases, QK-norm and soft-capped logits; Muon for the blocks' "
+                  "matrices",
+        model=dict(positions="rope", norm="rmsnorm", mlp="relu2", bias=False, qk_norm=True, logit_softcap=15.0),
+        training=dict(optimizer="muon", muon_lr=0.02, lr=3e-3, warmup_steps=50),
     ),
 }
 
