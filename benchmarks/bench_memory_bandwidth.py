@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from harness import available_cores, cpu_description, load_average
+from harness import available_cores, cpu_description, load_average, write_results
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "memory_bandwidth.json"
 #: The parameters of GPT-2 124M (tied head) and SmolLM2-135M in fp32, for when no size is given.
@@ -139,20 +139,10 @@ def main(argv=None) -> None:
         ms = nbytes / (best_read * 1e9) * 1000
         bounds[name] = {"bytes": nbytes, "min_ms_per_token": ms, "max_tokens_per_s": 1000 / ms}
         print(f"{name:<34} {nbytes / 1e6:>10.0f} {ms:>11.2f} {1000 / ms:>9.1f}")
-    end_load = load_average()
-    print(f"load average at end: {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}")
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "memory_bandwidth",
-        "environment": {"torch": torch.__version__, "cpu": cpu_description(), "cores_available": available_cores(),
-                        "python": platform.python_version(), "platform": platform.platform(),
-                        "load_average_start": load, "load_average_end": end_load},
+    write_results(args.out, "memory_bandwidth", load, {
         "settings": {"size_bytes": size, "repeats": args.repeats, "threads": counts},
         "results": {str(t): r for t, r in runs.items()},
-        "best_read_gb_per_s": best_read, "decode_bounds": bounds}, indent=2) + "\n")
-    print(f"\nresults written to {out}")
+        "best_read_gb_per_s": best_read, "decode_bounds": bounds})
 
 
 if __name__ == "__main__":

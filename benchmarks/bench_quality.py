@@ -58,7 +58,7 @@ from pathlib import Path
 
 import torch
 
-from harness import available_cores, cpu_description, load_average, peak_rss_mb, reset_peak_rss
+from harness import available_cores, cpu_description, load_average, peak_rss_mb, reset_peak_rss, write_results
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "quality.json"
 MODEL = "smollm2-135m-instruct"
@@ -187,23 +187,12 @@ def main(argv=None) -> None:
         print(f"{name:<8} {r['perplexity']:>10.3f} {r['perplexity_diff_pct']:>+7.2f}% "
               f"{a['same_position']:>5}/{a['of']:<5} {a['before_first_difference']:>9}/{a['of']:<5} "
               f"{a['identical_prompts']:>11}/{a['prompts']:<5} {r['perplexity_s']:>10.0f}")
-    end_load = load_average()
-    print(f"load average at end: {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}")
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "quality",
-        "environment": {"torch": torch.__version__, "threads": threads, "cpu": cpu_description(),
-                        "cores_available": available_cores(), "python": platform.python_version(),
-                        "platform": platform.platform(), "load_average_start": start_load,
-                        "load_average_end": end_load},
+    write_results(args.out, "quality", start_load, {
         "settings": {"model": MODEL, "offline": os.environ.get("LLMFS_OFFLINE"), "dataset": "wikitext2 validation",
                      "dataset_source": files.source, "split_tokens": len(all_ids), "max_tokens": args.max_tokens,
                      "context": args.context, "stride": args.stride, "prompts": PROMPTS[:args.prompts],
                      "new_tokens": args.new_tokens},
-        "results": results}, indent=2) + "\n")
-    print(f"\nresults written to {out}")
+        "results": results}, threads=threads)
 
 
 if __name__ == "__main__":

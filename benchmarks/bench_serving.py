@@ -61,7 +61,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import available_cores, cpu_description, load_average
+from harness import available_cores, cpu_description, load_average, write_results
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "serving.json"
 PROMPTS = [
@@ -297,7 +297,6 @@ def main_parent(args) -> None:
     ratios = {f"{c} clients A/B tokens/s": summary[f"{c}/A"]["median_tokens_per_s"] /
               summary[f"{c}/B"]["median_tokens_per_s"] for c in args.clients}
 
-    end_load = load_average()
     print(f"Serving {what} ({args.dtype}, quantize {args.quantize}), {args.new_tokens} new tokens per request (greedy, streaming), "
           f"{args.requests} requests per trial, median of {args.rounds} rounds:")
     header = (f"{'clients':>7} {'impl':<4} {'what':<34} {'tok/s':>7} {'min..max':>13} {'TTFT p50':>9} "
@@ -315,20 +314,12 @@ def main_parent(args) -> None:
     if peaks:
         print(f"server peak RSS (VmHWM) over all trials: median {statistics.median(peaks):.0f} MB, "
               f"max {max(peaks):.0f} MB")
-    print(f"load average at end: {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}")
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "serving",
-        "environment": {"torch": torch.__version__, "cpu": cpu_description(), "cores_available": available_cores(),
-                        "python": platform.python_version(), "platform": platform.platform(),
-                        "server_threads": args.threads, "load_average_start": load, "load_average_end": end_load},
-        "settings": {"model": what, "dtype": args.dtype, "quantize": args.quantize, "new_tokens": args.new_tokens, "requests_per_trial": args.requests,
-                     "clients": args.clients, "rounds": args.rounds, "batch_size_A": args.batch_size,
-                     "endpoint": "/v1/chat/completions stream, greedy"},
-        "check": {"passed": True}, "summary": summary, "ratios": ratios, "trials": trials}, indent=2) + "\n")
-    print(f"\nresults written to {out}")
+    write_results(args.out, "serving", load, {
+        "settings": {"model": what, "dtype": args.dtype, "quantize": args.quantize, "new_tokens": args.new_tokens,
+                     "requests_per_trial": args.requests, "clients": args.clients, "rounds": args.rounds,
+                     "batch_size_A": args.batch_size, "endpoint": "/v1/chat/completions stream, greedy"},
+        "check": {"passed": True}, "summary": summary, "ratios": ratios, "trials": trials},
+        server_threads=args.threads)
 
 
 def parse_args(argv=None):

@@ -89,3 +89,23 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def write_results(out: str, benchmark: str, load_start, body: dict, **environment) -> None:
+    """Print the load average at the end and write one benchmark's JSON: its name, the
+    environment (torch, CPU, cores, Python, platform, load averages, and `environment`'s extra
+    entries) and `body` (settings, results...)."""
+    import platform
+    from pathlib import Path
+
+    import torch
+
+    end_load = load_average()
+    print(f"load average at end: {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}")
+    env = {"torch": torch.__version__, "cpu": cpu_description(), "cores_available": available_cores(),
+           "python": platform.python_version(), "platform": platform.platform(), **environment,
+           "load_average_start": load_start, "load_average_end": end_load}
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": benchmark, "environment": env, **body}, indent=2) + "\n")
+    print(f"\nresults written to {path}")

@@ -70,10 +70,9 @@ class GPTConfig:
             )
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
-        for name, allowed in (("norm", ("layernorm", "rmsnorm")), ("positions", ("learned", "rope")),
-                              ("mlp", ("gelu", "relu2", "swiglu"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"GPTConfig.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        from llm_from_scratch.model.decoder import check_switches
+
+        check_switches(self, "GPTConfig")
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"head_dim = emb_dim // n_heads = {self.head_dim} must be even for RoPE")
         if self.logit_softcap is not None and not self.logit_softcap > 0:

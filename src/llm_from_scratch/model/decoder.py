@@ -35,6 +35,18 @@ from llm_from_scratch.model.linear_cross_entropy import linear_cross_entropy
 from llm_from_scratch.model.rope import RotaryEmbedding
 
 
+#: The values each named switch of the core accepts.
+SWITCH_CHOICES = {"norm": ("layernorm", "rmsnorm"), "positions": ("learned", "rope"), "mlp": ("gelu", "relu2", "swiglu")}
+
+
+def check_switches(config, owner: str) -> None:
+    """A clear ValueError when `config` (an Architecture or a family's config) sets one of the
+    named switches to a value the core does not have."""
+    for name, allowed in SWITCH_CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"{owner}.{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
+
+
 @dataclass(frozen=True)
 class Architecture:
     """Every switch of the decoder core; each family's config says how to set them."""
@@ -63,10 +75,7 @@ class Architecture:
     zero_init: bool = False       # residual-stream projections (and an untied head) start at zero
 
     def __post_init__(self) -> None:
-        for name, allowed in (("norm", ("layernorm", "rmsnorm")), ("positions", ("learned", "rope")),
-                              ("mlp", ("gelu", "relu2", "swiglu"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_switches(self, "Architecture")
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"head_dim ({self.head_dim}) must be even: RoPE rotates pairs of dimensions")
         if self.sliding_window is not None and self.sliding_window < 1:

@@ -12,9 +12,10 @@ The stage, step by step:
    corpus; a `model_type` or `tokenizer` that disagrees with it is an error. A fresh run in a
    folder that holds an earlier one first moves the earlier files to `previous/<time>/`.
 2. **Corpus -> tokenizer -> token shards**, tokenized once and memory-mapped (`data/shards.py`).
-3. **The model**: a preset of any family by name (`model/registry.py`: `gpt-micro`,
-   `llama-micro`, ...) with the tokenizer's vocabulary and the overrides, or exactly the
-   architecture a resumed checkpoint recorded.
+3. **The recipe and the model**: the recipe (`training/recipes.py`: `book` or `modern`) fills
+   in the settings left at None; then a preset of any family by name (`model/registry.py`:
+   `gpt-micro`, `llama-micro`, ...) with the tokenizer's vocabulary, the recipe's switches and
+   the overrides, or exactly the architecture a resumed checkpoint recorded.
 4. **`GPTTrainer`** (`training/trainer.py`): evaluation, samples, checkpoints, TensorBoard and
    loss.png in `out_dir`. SIGTERM saves `last.pt` like Ctrl-C (see `common.py`).
 5. A summary of the run, printed and returned as a `PretrainResult`.
