@@ -195,6 +195,25 @@ def test_engine_batch_equals_one_by_one_with_mixed_lengths_and_max_tokens(tokeni
         assert finished.prompt_tokens == len(prompt) and finished.completion_tokens == len(expected)
 
 
+def test_quantized_models_batch_and_a_model_that_ignores_padding_does_not():
+    """The padding check's tolerance follows the model: an int8/int4 model (bf16 kernel inputs)
+    passes it and is batched; a model that lets padding change the logits still fails it."""
+    from llm_from_scratch.quantize import quantize_model
+    from llm_from_scratch.serving.engine import padding_is_exact
+
+    for mode in ("int8", "int4"):
+        assert padding_is_exact(quantize_model(tiny_gpt(3), mode), 50257), mode
+    broken = tiny_gpt(3)
+    real_layers = broken.layers
+
+    def layers_that_ignore_padding(in_idx, positions, kv_cache=None):  # left-padded rows get shifted positions
+        start = kv_cache.length if kv_cache is not None else 0
+        return real_layers(in_idx, torch.arange(start, start + in_idx.shape[1]), kv_cache)
+
+    broken.layers = layers_that_ignore_padding
+    assert not padding_is_exact(broken, 50257)
+
+
 def test_requests_join_a_running_batch_and_get_the_same_tokens(tokenizer):
     base = tiny_gpt(2)
     engine = Engine(SlowModel(base, 0.004), tokenizer, max_batch_size=4)
