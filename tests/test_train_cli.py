@@ -129,8 +129,12 @@ def test_two_processes_follow_the_one_process_trajectory(corpus_dir, tmp_path, r
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
     w1 = load_checkpoint(single / "last.pt")["model"]
     w2 = load_checkpoint(double / "last.pt")["model"]
+    # Muon (modern) orthogonalizes each update in bf16 (torch.optim.Muon does), so the last-bit
+    # difference of a gradient summed over 2 ranks can round one bf16 step differently: weights
+    # then differ by up to ~lr * 2^-8 * |update| per step (1.5e-4 measured after 5 steps).
+    atol = 1e-5 if recipe == "book" else 5e-4
     for name in w1:
-        torch.testing.assert_close(w1[name], w2[name], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(w1[name], w2[name], atol=atol, rtol=1e-4)
 
 
 def test_the_final_validation_loss_equals_llmfs_evaluate_perplexity(corpus_dir, tmp_path, capsys):
