@@ -87,11 +87,8 @@ def exportable_gpt(model: nn.Module) -> GPTModel:
             f"only GPTModel (GPT-2's architecture) can be exported, got {type(model).__name__}. "
             "Other architectures have no GPT-2 layout in transformers or llama.cpp."
         )
-    if hasattr(model.cfg, "is_gpt2") and not model.cfg.is_gpt2():
-        from llm_from_scratch.model.config import MODERN_SWITCHES, GPTConfig
-
-        defaults = GPTConfig.__dataclass_fields__
-        changed = {k: getattr(model.cfg, k) for k in MODERN_SWITCHES if getattr(model.cfg, k) != defaults[k].default}
+    changed = model.cfg.changed_switches() if hasattr(model.cfg, "changed_switches") else {}
+    if changed:
         raise ExportError(
             f"this GPT model is not GPT-2's architecture: it sets {changed} (e.g. trained with --recipe modern). "
             "GPT-2's layout in transformers and llama.cpp has none of these, so it cannot be exported; "

@@ -78,11 +78,15 @@ class GPTConfig:
         if self.logit_softcap is not None and not self.logit_softcap > 0:
             raise ValueError(f"logit_softcap must be a positive number or None, got {self.logit_softcap!r}")
 
+    def changed_switches(self) -> dict[str, Any]:
+        """The later switches (`MODERN_SWITCHES`) set to something else than GPT-2's, with their values."""
+        defaults = GPTConfig.__dataclass_fields__
+        return {name: getattr(self, name) for name in MODERN_SWITCHES if getattr(self, name) != defaults[name].default}
+
     def is_gpt2(self) -> bool:
         """True when the architecture is GPT-2's exactly (none of the later switches is set): only
         then do OpenAI's weights load and the Hugging Face GPT-2 export apply."""
-        defaults = GPTConfig.__dataclass_fields__
-        return all(getattr(self, name) == defaults[name].default for name in MODERN_SWITCHES)
+        return not self.changed_switches()
 
     def mlp_hidden_dim(self) -> int:
         """4 x emb_dim; a SwiGLU feed-forward (three matrices) 8/3 x emb_dim, rounded up to a

@@ -31,7 +31,7 @@ import torch.nn as nn
 from llm_from_scratch.model.fused_attention import CausalSelfAttention
 from llm_from_scratch.model.kv_cache import KVCache
 from llm_from_scratch.model.layers import FeedForward, LayerNorm, RMSNorm, SwiGLUFeedForward
-from llm_from_scratch.model.linear_cross_entropy import linear_cross_entropy
+from llm_from_scratch.model.linear_cross_entropy import linear_cross_entropy, soft_cap
 from llm_from_scratch.model.rope import RotaryEmbedding
 
 
@@ -215,9 +215,7 @@ class DecoderLM(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The output head on final hidden states (b, T, emb_dim) -> (b, T, vocab_size); with
         `logit_softcap`, squashed smoothly into (-cap, cap): no logit can run away in training."""
-        logits = self.out_head(x)
-        cap = self.arch.logit_softcap
-        return logits if cap is None else cap * torch.tanh(logits / cap)
+        return soft_cap(self.out_head(x), self.arch.logit_softcap)
 
     def hidden_states(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Everything but the output head: (b, T) token ids -> (b, T, emb_dim) after the final norm.

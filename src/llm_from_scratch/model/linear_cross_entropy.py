@@ -35,6 +35,11 @@ IGNORE_INDEX = -100  # same convention as F.cross_entropy: targets equal to it a
 DEFAULT_CHUNK = 1024  # tokens per chunk: 1024 x 50,257 floats = 206 MB at most
 
 
+def soft_cap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap * tanh(logits / cap): every logit squashed smoothly into (-cap, cap); None: unchanged."""
+    return logits if cap is None else cap * torch.tanh(logits / cap)
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype matrix multiplies would use here: autocast's when it is on, else x's."""
     if torch.is_autocast_enabled(x.device.type):
@@ -123,9 +128,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     total = torch.zeros((), dtype=acc, device=hidden.device)
     valid = targets != ignore_index
     for start in range(0, hidden.shape[0], chunk):
-        logits = (hidden[start:start + chunk] @ weight.t()).to(acc)
-        if softcap is not None:
-            logits = softcap * torch.tanh(logits / softcap)
+        logits = soft_cap((hidden[start:start + chunk] @ weight.t()).to(acc), softcap)
         t, ok = targets[start:start + chunk], valid[start:start + chunk]
         token_loss = torch.logsumexp(logits, -1) - logits.gather(1, t.masked_fill(~ok, 0)[:, None]).squeeze(1)
         total += token_loss.masked_fill(~ok, 0.0).sum()

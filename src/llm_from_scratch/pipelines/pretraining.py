@@ -210,7 +210,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         max_steps=_max_steps(c), epochs=c.epochs, max_tokens=c.max_tokens,
         lr=c.lr or _default_lr(model_type), min_lr_ratio=c.min_lr_ratio, warmup_steps=c.warmup_steps,
         weight_decay=c.weight_decay, grad_clip=c.grad_clip, grad_accum_steps=c.grad_accum,
-        optimizer=c.optimizer or "adamw", muon_lr=c.muon_lr or 0.02,
+        **{k: v for k, v in (("optimizer", c.optimizer), ("muon_lr", c.muon_lr)) if v is not None},
         eval_interval=c.eval_interval, eval_batches=c.eval_batches, sample_prompt=sample_prompt,
         out_dir=str(out_dir), resume_from=str(resume_path) if resume_path else None, device=c.device,
         precision=c.precision, compile=c.compile, seed=c.seed, progress=c.progress, fused_loss=c.fused_loss,
