@@ -9,7 +9,9 @@ from llm_from_scratch.cli.main import main
 
 
 def run_cli(capsys, *argv, stdin=None, monkeypatch=None):
-    """(exit code, stdout, stderr) of `llmfs *argv`; `stdin` (with `monkeypatch`) feeds its input."""
+    """(exit code, stdout, stderr) of `llmfs *argv`; `stdin` (with `monkeypatch`) feeds its input.
+    Arguments may be numbers or paths: they are passed as text, as a shell would."""
+    argv = [str(a) for a in argv]
     if stdin is not None:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     try:

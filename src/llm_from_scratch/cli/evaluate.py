@@ -1,4 +1,5 @@
-"""`llmfs evaluate`: perplexity on text, accuracy of a classifier, and an LLM judge for answers.
+"""`llmfs evaluate`: perplexity on text, accuracy of a classifier, an LLM judge for answers, and
+verifiable tasks (greedy pass@1, pass@k, majority vote).
 
     llmfs evaluate perplexity --model smollm2-135m-instruct --dataset shakespeare --max_tokens 20000
     llmfs evaluate perplexity --checkpoint checkpoints/gpt-micro/best_model.pt --text my.txt --stride 64
@@ -7,6 +8,9 @@
     llmfs evaluate judge --responses answers.json --judge openai:gpt-4o-mini      # OPENAI_API_KEY, OPENAI_BASE_URL
     llmfs evaluate judge --responses answers.json --judge ollama:llama3@http://localhost:11434
     llmfs evaluate judge --responses answers.json --judge local:smollm2-135m-instruct   # weak, offline
+    llmfs evaluate tasks --model smollm2-135m-instruct --tasks all --num_examples 50 --num_samples 8
+    llmfs evaluate tasks --checkpoint checkpoints/grpo-smollm2-135m-instruct/final_model.pt --tasks addition
+    llmfs evaluate tasks --model smollm2-135m-instruct --tasks none --gsm8k gsm8k_test.jsonl --num_samples 0
 """
 
 from __future__ import annotations
@@ -52,7 +56,49 @@ def add_parser(subparsers) -> None:
     add_flag(j, "out", default=None, help="write the entries with their scores here (JSON)")
     add_inference_flags(j)  # for a local: judge
     j.set_defaults(handler=run_judge)
+
+    _add_tasks(kinds)
     p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
+
+
+def _add_tasks(kinds) -> None:
+    t = kinds.add_parser("tasks", help="accuracy on verifiable tasks: greedy pass@1, pass@k, majority vote",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_flags(t)
+    add_inference_flags(t)
+    add_flag(t, "tasks", default="all",
+             help="task families, comma-separated (addition, subtraction, multiplication, word_problems, "
+                  "reverse_words, reverse_letters, count_letters, sort_numbers, compare), all (default) or none")
+    add_flag(t, "num_examples", type=int, default=50, help="held-out questions per family (default %(default)s)")
+    add_flag(t, "difficulty", type=int, default=None, choices=[1, 2, 3], help="only this level (default: a mix)")
+    add_flag(t, "gsm8k", default=None, help="a GSM8K-format JSONL file you have (question, answer '... #### 72')")
+    add_flag(t, "math500", default=None, help="a MATH-500-format JSONL file you have (problem, answer)")
+    add_flag(t, "num_samples", type=int, default=8,
+             help="sampled answers per question for pass@k and the vote (default %(default)s; 0: greedy only)")
+    add_flag(t, "temperature", type=float, default=0.7, help="sampling temperature (default %(default)s)")
+    add_flag(t, "top_p", type=float, default=None)
+    add_flag(t, "top_k", type=int, default=None)
+    add_flag(t, "vote", action=argparse.BooleanOptionalAction, default=True,
+             help="majority vote over the samples (self-consistency; default on)")
+    add_flag(t, "greedy", action=argparse.BooleanOptionalAction, default=True, help="greedy pass@1 (default on)")
+    add_flag(t, "max_new_tokens", type=int, default=128)
+    add_flag(t, "batch_size", type=int, default=32, help="answers decoded together (default %(default)s)")
+    add_flag(t, "seed", type=int, default=0, help="which questions, and the sampling (default %(default)s)")
+    add_flag(t, "style", default="auto", choices=["auto", "alpaca", "phi3", "chat"])
+    add_flag(t, "out", default=None, help="write OUT.json (every answer) and OUT.png (the table as bars)")
+    add_flag(t, "device", default="auto")
+    add_flag(t, "progress", action=argparse.BooleanOptionalAction, default=True)
+    t.set_defaults(handler=run_tasks)
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    from llm_from_scratch.cli.common import config_from_args
+    from llm_from_scratch.pipelines import TaskEvalConfig, evaluate_tasks
+
+    if (args.model is None) == (args.checkpoint is None):
+        raise CommandError("give --model NAME (a pretrained model) or --checkpoint PATH (one of ours)")
+    evaluate_tasks(config_from_args(TaskEvalConfig, args, tasks="" if args.tasks == "none" else args.tasks))
+    return 0
 
 
 def run_perplexity(args: argparse.Namespace) -> int:

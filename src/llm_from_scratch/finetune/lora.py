@@ -48,15 +48,20 @@ class LoRALayer(nn.Module):
 
 
 class LinearWithLoRA(nn.Module):
-    """A frozen nn.Linear plus a trainable LoRALayer beside it."""
+    """A frozen nn.Linear plus a trainable LoRALayer beside it. `lora_enabled = False` switches
+    the correction off: the layer is the base layer again (DPO and GRPO read their frozen
+    reference model that way, without a second copy of the weights)."""
 
     def __init__(self, linear: nn.Linear, rank: int, alpha: float):
         super().__init__()
         self.linear = linear
         self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha)
         self.lora.to(device=linear.weight.device, dtype=linear.weight.dtype)
+        self.lora_enabled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.lora_enabled:
+            return self.linear(x)
         return self.linear(x) + self.lora(x)
 
 

@@ -9,7 +9,9 @@ The modules, in reading order:
 * `decoding` - the loop: prefill prompts into a KV cache, then one step per token, for one row
   or many (`BatchedDecoding`, `DecodingRow`, `decode_step`);
 * `api` - the functions people call: `generate`, `generate_stream`, `stream_text`,
-  `generate_batch`, and chapter 4's reference loop `generate_text_simple`.
+  `generate_batch`, and chapter 4's reference loop `generate_text_simple`;
+* `completions` - many sampled answers per prompt, with per-token log-probabilities
+  (`sample_completions`): what voting, GRPO and on-policy DPO sample with.
 
 `generate`, `stream_text`, `llmfs chat`, instruction scoring, the local judge and the server's
 engine all run on `decoding`, so a fix or a speed-up there reaches every one of them.
@@ -30,6 +32,7 @@ _EXPORTS = {
     "SamplingParams": "sampling", "filter_top_k": "sampling", "filter_top_p": "sampling",
     "pick_tokens": "sampling", "sample_next_token": "sampling",
     "SURFACE_DEFAULTS": "defaults", "surface_default": "defaults",
+    "Completion": "completions", "sample_completions": "completions",
 }
 
 __all__ = list(_EXPORTS)

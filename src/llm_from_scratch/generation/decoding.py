@@ -22,7 +22,10 @@ Three pieces:
   so this gives exactly what generation without a cache gives).
 
 * `DecodingRow` is one sequence's state: its `SamplingParams`, random generator, tokens so far,
-  text (through an `IncrementalDetokenizer`) and why it finished ("stop" or "length").
+  text (through an `IncrementalDetokenizer`), why it finished ("stop" or "length") and, when
+  asked (`record_logprobs=True`), the log-probability the model gave each token it picked:
+  log softmax(logits)[token] at temperature 1, the policy's own probability, which is what
+  reinforcement learning (GRPO) and the sampled answers' scores need.
 
 * `decode_step` is the loop's body: pick one token per row (each with its own settings), let
   each row accept it, drop the finished rows, run the model one step for the others.
@@ -181,13 +184,16 @@ class DecodingRow:
     """
 
     def __init__(self, params: SamplingParams, *, tokenizer=None, stop_token_ids: Iterable[int] = (),
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, record_logprobs: bool = False):
         self.params = params
         self.stop_ids = frozenset(params.stop_token_ids if params.stop_token_ids is not None else stop_token_ids)
         self.generator = generator
         self.detokenizer = IncrementalDetokenizer(tokenizer, params.stop) if tokenizer is not None else None
         self.token_ids: list[int] = []
         self.finish_reason: str | None = None  # "stop" (a stop token or string) or "length"
+        self.stop_token_id: int | None = None  # the stop token that ended the row (not in token_ids)
+        # log p(token) of each picked token, stop token included (so len = len(token_ids) + 1 then)
+        self.logprobs: list[float] | None = [] if record_logprobs else None
 
     @property
     def finished(self) -> bool:
@@ -208,6 +214,7 @@ class DecodingRow:
         if self.finished:
             raise ValueError("this row is finished: it takes no more tokens")
         if token in self.stop_ids:
+            self.stop_token_id = token
             return self.finish("stop")
         self.token_ids.append(token)
         if self.detokenizer is None:
@@ -250,6 +257,12 @@ def accept_tokens(decoding: BatchedDecoding, vocab_size: int | None = None) -> l
         return []
     logits = decoding.logits if vocab_size is None else decoding.logits[:, :vocab_size]
     tokens = pick_tokens(logits, [r.params for r in rows], [r.generator for r in rows])
+    if any(r.logprobs is not None for r in rows):
+        picked = torch.tensor(tokens, device=logits.device)[:, None]                    # (b, 1)
+        logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, picked)[:, 0].tolist()
+        for row, logp in zip(rows, logps):
+            if row.logprobs is not None:
+                row.logprobs.append(logp)
     return [(row, token, row.accept(token)) for row, token in zip(rows, tokens)]
 
 

@@ -1,0 +1,253 @@
+"""GRPO in one call: reinforcement learning with verifiable rewards, what `llmfs finetune grpo` does.
+
+    from llm_from_scratch.pipelines import GRPOConfig, finetune_grpo
+
+    result = finetune_grpo(GRPOConfig(model="smollm2-135m-instruct", tasks="count_letters", lora=True,
+                                      max_steps=100))
+    result.scores["before"]["count_letters"], result.scores["after"]["count_letters"]
+
+One step (the math is in `finetune/grpo.py`):
+
+1. take the next `prompts_per_step` training questions (the "train" split of the tasks: held-out
+   questions are never used), and let the model answer each one `group_size` times
+   (`generation.sample_completions`, the one decoding loop, at `temperature`);
+2. grade every answer with the task's checker: reward 1 if right, 0 if wrong, plus
+   `format_reward` if it gave its answer in the asked format;
+3. advantage = (reward - the group's mean) / the group's std: an answer counts as good if it is
+   better than the model's *other* answers to the same question. A group that is all right or
+   all wrong teaches nothing (advantage 0): the logged `no_signal` is the share of such groups;
+4. the loss: the clipped policy ratio times the advantage, over the answer tokens only (the
+   prompt and the padding are masked), plus an optional KL penalty to the start model; one
+   gradient step (or `inner_steps` over the same answers, where the clipping matters).
+
+Logged per step (log.jsonl, TensorBoard, training.png): reward, accuracy, answer length,
+entropy, the share of groups without signal, KL, clip fraction; held-out greedy pass@1 per
+family every `eval_interval` steps. Exact resume: a step's questions and sampling seed depend
+only on the step number.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llm_from_scratch.pipelines.common import PipelineError, RunFiles, sigterm_as_ctrl_c
+from llm_from_scratch.pipelines.policy import (PolicyConfig, finish_policy, heldout_instances, heldout_scorer,
+                                               prepare_policy)
+
+
+@dataclass
+class GRPOConfig(PolicyConfig):
+    """The settings of `finetune_grpo`: `PolicyConfig`'s plus the questions, the groups and the loss."""
+
+    tasks: str = "count_letters"         # training families (comma-separated) or "all"
+    difficulty: int | None = None        # 1-3 (None: each family's mix)
+    prompts_per_step: int = 8            # questions per step
+    group_size: int = 8                  # answers sampled per question (G)
+    temperature: float = 1.0             # sampling temperature of the answers
+    top_p: float | None = None
+    clip_eps: float = 0.2                # the policy ratio is clipped to [1 - eps, 1 + eps]
+    kl_coef: float = 0.0                 # KL penalty to the start model (0: off, as in DAPO / Dr. GRPO)
+    format_reward: float = 0.0           # added for an answer in the asked format ("Answer: ...")
+    inner_steps: int = 1                 # gradient steps on each batch of answers
+    scale_rewards: bool = True           # divide by the group's std (False: only subtract the mean)
+    aggregation: str = "token"           # token (mean over all answer tokens) or sequence (per answer first)
+
+
+@dataclass
+class GRPOResult(RunFiles):
+    out_dir: Path
+    model: Any
+    tokenizer: Any
+    scores: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def final_model(self) -> Path:
+        return self.out_dir / "final_model.pt"
+
+
+GRPO_PLOT = ("reward", "accuracy", "completion_tokens", "entropy", "no_signal", "kl")
+
+
+def default_lr(config: PolicyConfig) -> float:
+    """LoRA adapters start at zero and need a larger step than the whole model."""
+    return config.lr if config.lr is not None else (2e-4 if config.lora else 2e-6)
+
+
+def check_grpo_config(c: GRPOConfig) -> None:
+    for name in ("prompts_per_step", "group_size", "max_steps", "inner_steps", "micro_batch", "max_new_tokens"):
+        if getattr(c, name) < 1:
+            raise PipelineError(f"{name} must be at least 1, got {getattr(c, name)}")
+    if c.group_size < 2:
+        raise PipelineError("group_size must be at least 2: GRPO compares the answers of one group")
+    if c.temperature <= 0:
+        raise PipelineError("GRPO samples its answers: give --temperature > 0 (default 1.0)")
+    if c.kl_coef < 0 or c.clip_eps <= 0:
+        raise PipelineError("kl_coef must be >= 0 and clip_eps > 0")
+    if c.aggregation not in ("token", "sequence"):
+        raise PipelineError(f"aggregation must be token or sequence, got {c.aggregation!r}")
+
+
+class GRPOStep:
+    """One GRPO step on the questions of step `step` (callable by `PolicyTrainer`)."""
+
+    def __init__(self, model, tokenizer, config: GRPOConfig, questions: list, autocast, reference=None):
+        from llm_from_scratch.evaluation.tasks import task_prompts
+
+        self.model, self.tokenizer, self.c, self.questions = model, tokenizer, config, questions
+        self.prompts = task_prompts(tokenizer, questions)
+        self.autocast, self.reference = autocast, reference
+        self.pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
+
+    def questions_of(self, step: int) -> list[int]:
+        n = self.c.prompts_per_step
+        return [(step * n + i) % len(self.questions) for i in range(n)]
+
+    def rollouts(self, step: int):
+        """The step's questions, each answered group_size times; (question indices, completions)."""
+        from llm_from_scratch.generation.completions import sample_completions
+        from llm_from_scratch.generation.sampling import SamplingParams
+
+        c = self.c
+        chosen = self.questions_of(step)
+        params = SamplingParams(max_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
+                                seed=c.seed * 1_000_003 + step)
+        groups = sample_completions(self.model, self.tokenizer, [self.prompts[i] for i in chosen], params,
+                                    num_samples=c.group_size, batch_size=c.batch_size)
+        return chosen, groups
+
+    def __call__(self, step: int) -> dict[str, float]:
+        import torch
+
+        from llm_from_scratch.finetune.grpo import group_advantages, grpo_loss
+        from llm_from_scratch.finetune.sequences import pack_completions, token_logprobs, token_logprobs_and_entropy
+        from llm_from_scratch.tasks import check_answer, has_answer_format
+
+        c = self.c
+        started = time.perf_counter()
+        chosen, groups = self.rollouts(step)
+        sample_seconds = time.perf_counter() - started
+        prompts, completions, rewards, correct, formatted = [], [], [], [], []
+        for index, group in zip(chosen, groups):
+            for completion in group:
+                right = check_answer(self.questions[index], completion.text)
+                well_formed = has_answer_format(completion.text)
+                prompts.append(self.prompts[index])
+                completions.append(completion.training_ids)
+                correct.append(float(right))
+                formatted.append(float(well_formed))
+                rewards.append(float(right) + c.format_reward * float(well_formed))
+        rewards_t = torch.tensor(rewards)
+        advantages = group_advantages(rewards_t, c.group_size, scale=c.scale_rewards)       # (n,)
+        no_signal = (rewards_t.view(-1, c.group_size).std(dim=1) == 0).float().mean().item()
+        packed = pack_completions(prompts, completions, self.pad_id, max_length=self.model.cfg.context_length)
+        device = next(self.model.parameters()).device
+        input_ids = packed.input_ids.to(device)                                             # (n, T)
+        mask = packed.completion_mask.float().to(device)                                    # (n, T-1)
+        advantages = advantages.to(device)
+        total_tokens = mask.sum().clamp(min=1.0)
+        rows = range(0, len(prompts), c.micro_batch)
+
+        with torch.no_grad(), self.autocast():   # the policy that sampled, and the reference
+            old = [token_logprobs(self.model, input_ids[r:r + c.micro_batch], temperature=c.temperature).float()
+                   for r in rows]
+            ref = None
+            if c.kl_coef > 0:
+                ref = [self.reference_logprobs(input_ids[r:r + c.micro_batch]) for r in rows]
+        metrics_sum: dict[str, float] = {}
+        entropy_sum = 0.0
+        for inner in range(c.inner_steps):
+            for j, r in enumerate(rows):
+                part = slice(r, r + c.micro_batch)
+                with self.autocast():
+                    logps, entropy = token_logprobs_and_entropy(self.model, input_ids[part],
+                                                                temperature=c.temperature)
+                loss, metrics = grpo_loss(logps.float(), old[j], advantages[part], mask[part], clip_eps=c.clip_eps,
+                                          ref_logps=None if ref is None else ref[j], kl_coef=c.kl_coef,
+                                          aggregation=c.aggregation)
+                # weight each micro-batch by its share, so the sum is the whole batch's loss
+                weight = (mask[part].sum() / total_tokens if c.aggregation == "token"
+                          else torch.tensor(len(range(*part.indices(len(prompts)))) / len(prompts)))
+                (loss * weight / c.inner_steps).backward()
+                for k, v in {"loss": loss.item(), **metrics}.items():
+                    metrics_sum[k] = metrics_sum.get(k, 0.0) + float(v) * float(weight) / c.inner_steps
+                if inner == 0:
+                    entropy_sum += float((entropy.float() * mask[part]).sum())
+        lengths = [len(ids) for ids in completions]
+        return {**metrics_sum, "reward": sum(rewards) / len(rewards), "accuracy": sum(correct) / len(correct),
+                "format": sum(formatted) / len(formatted), "completion_tokens": sum(lengths) / len(lengths),
+                "entropy": entropy_sum / float(total_tokens), "no_signal": no_signal,
+                "sample_seconds": sample_seconds}
+
+    def reference_logprobs(self, input_ids):
+        """Log-probabilities under the start model: the LoRA model with its adapters switched off,
+        or a frozen copy of the whole model."""
+        from llm_from_scratch.finetune.sequences import token_logprobs
+
+        t = self.c.temperature
+        if self.reference is not None:
+            return token_logprobs(self.reference, input_ids, temperature=t).float()
+        with lora_disabled(self.model):
+            return token_logprobs(self.model, input_ids, temperature=t).float()
+
+
+class lora_disabled:
+    """Inside the `with`, every LoRA adapter of `model` is switched off: the model is the base model."""
+
+    def __init__(self, model):
+        from llm_from_scratch.finetune.lora import LinearWithLoRA
+        self.layers = [m for m in model.modules() if isinstance(m, LinearWithLoRA)]
+
+    def __enter__(self):
+        for layer in self.layers:
+            layer.lora_enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            layer.lora_enabled = True
+        return False
+
+
+def finetune_grpo(config: GRPOConfig) -> GRPOResult:
+    """Train with GRPO as `config` says (see the module docstring); bad input raises PipelineError."""
+    import copy
+
+    from llm_from_scratch.finetune.policy_trainer import PolicyTrainer
+    from llm_from_scratch.pipelines.task_eval import gather_instances
+
+    c = config
+    check_grpo_config(c)
+    questions = gather_instances(c.tasks, c.prompts_per_step * c.max_steps, split="train", seed=c.seed,
+                                 difficulty=c.difficulty)
+    prepared = prepare_policy(c, "grpo")
+    model, tokenizer = prepared.model, prepared.tokenizer
+    reference = None
+    if c.kl_coef > 0 and prepared.lora is None:  # a frozen copy of the start model
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    heldout = heldout_instances(c)
+    info = {"method": "grpo", "lora": prepared.lora, "model_type": prepared.name,
+            "grpo_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(c).items()}}
+    trainer = PolicyTrainer(model, max_steps=c.max_steps, lr=default_lr(c), out_dir=prepared.out_dir,
+                            weight_decay=c.weight_decay, warmup_steps=c.warmup_steps, grad_clip=c.grad_clip,
+                            seed=c.seed, precision=c.precision, eval_interval=c.eval_interval,
+                            evaluate=heldout_scorer(heldout, tokenizer, c), info=info, progress=c.progress,
+                            desc="GRPO", plot_keys=GRPO_PLOT)
+    if c.resume:
+        try:
+            trainer.resume(prepared.out_dir / "last.pt")
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from exc
+    trainable = sum(p.numel() for p in trainer.trainable)
+    print(f"llmfs finetune grpo: {prepared.name}, training on {c.tasks} ({len(questions)} questions, "
+          f"{c.prompts_per_step} x {c.group_size} answers per step), {c.max_steps} steps, lr {default_lr(c):g}, "
+          f"{'LoRA rank ' + str(c.lora_rank) if c.lora else 'all weights'} ({trainable:,} trainable); "
+          f"held-out: {len(heldout)} questions; {trainer.precision_choice.describe()}; output in {prepared.out_dir}")
+    step = GRPOStep(model, tokenizer, c, questions, trainer.autocast, reference)
+    with sigterm_as_ctrl_c():
+        history = trainer.train(step)
+    scores = finish_policy(prepared, trainer, "grpo")
+    return GRPOResult(prepared.out_dir, model, tokenizer, scores, list(history))

@@ -1,0 +1,164 @@
+"""The DPO and GRPO stages end to end on a tiny model: LoRA trains only the adapters, an
+interrupted run resumes to the same weights, bad input is a clear error, the commands work.
+
+A tiny random model answers no task question right, so these tests replace the checker by a
+deterministic stand-in (`_fake_checker`) that rewards some answers: GRPO then has groups with
+both rewards, and on-policy DPO has pairs. The checkers themselves are tested in test_tasks.py."""
+
+import json
+
+import pytest
+import torch
+
+from cli_helpers import run_cli
+from llm_from_scratch.training.checkpoint import load_checkpoint
+
+
+def _fake_checker(instance, completion: str) -> bool:
+    """Right when the answer's text has an even length: about half the answers, fixed for a text."""
+    return len(completion) % 2 == 0
+
+
+@pytest.fixture
+def fake_rewards(monkeypatch):
+    import llm_from_scratch.tasks as tasks
+    monkeypatch.setattr(tasks, "check_answer", _fake_checker)
+
+
+def _grpo_config(base_checkpoint, out_dir, **changes):
+    from llm_from_scratch.pipelines import GRPOConfig
+    settings = dict(checkpoint=base_checkpoint, tasks="addition", prompts_per_step=2, group_size=4, max_steps=4,
+                    max_new_tokens=6, eval_tasks="addition", eval_examples=2, eval_interval=2, out_dir=out_dir,
+                    lr=1e-2, progress=False, precision="fp32", seed=5)
+    return GRPOConfig(**{**settings, **changes})
+
+
+def test_grpo_with_lora_changes_only_the_adapters(base_checkpoint, tmp_path, fake_rewards):
+    from llm_from_scratch.finetune.lora import load_lora, merge_lora
+    from llm_from_scratch.loading import load_model
+    from llm_from_scratch.pipelines import finetune_grpo
+
+    result = finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "run", lora=True, max_steps=2))
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["trainable"] and all(".lora." in name for name in last["trainable"])
+    assert any(t.abs().sum() > 0 for name, t in last["trainable"].items() if name.endswith(".B"))
+    history = result.history
+    assert len(history) == 2 and 0 < history[0]["accuracy"] < 1 and history[0]["no_signal"] < 1
+    for key in ("reward", "completion_tokens", "entropy", "loss", "kl", "clip_fraction"):
+        assert key in history[-1]
+    # the final model is the start model plus exactly the adapters' correction
+    base = load_model(checkpoint=base_checkpoint, device="cpu").model
+    final = load_checkpoint(result.final_model)["model"]
+    expected = merge_lora(load_lora(base, tmp_path / "run" / "lora_adapters.safetensors")).state_dict()
+    changed = [name for name in final if not torch.equal(final[name], load_model(
+        checkpoint=base_checkpoint, device="cpu").model.state_dict()[name])]
+    assert changed and all(name.endswith(".weight") and ("att" in name or "ff" in name) for name in changed)
+    for name in final:
+        assert torch.allclose(final[name], expected[name], atol=1e-6), name
+    assert (tmp_path / "run" / "training.png").stat().st_size > 1000
+    scores = json.loads((tmp_path / "run" / "scores.json").read_text())
+    assert set(scores["before"]) == {"addition"} and scores["steps"] == 2
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_grpo_interrupted_and_resumed_equals_one_run(base_checkpoint, tmp_path, fake_rewards, monkeypatch, lora):
+    from llm_from_scratch.pipelines import finetune_grpo
+    from llm_from_scratch.pipelines.grpo import GRPOStep
+
+    finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "whole", lora=lora, kl_coef=0.1, inner_steps=2))
+    real_call = GRPOStep.__call__
+
+    def interrupt_at_step_3(self, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real_call(self, step)
+
+    monkeypatch.setattr(GRPOStep, "__call__", interrupt_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "cut", lora=lora, kl_coef=0.1, inner_steps=2))
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["policy_state"]["step"] == 2
+    monkeypatch.setattr(GRPOStep, "__call__", real_call)
+    finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "cut", lora=lora, kl_coef=0.1, inner_steps=2,
+                               resume=True))
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")
+    for name, tensor in whole["trainable"].items():
+        assert torch.equal(tensor, resumed["trainable"][name]), name
+    assert [h["reward"] for h in whole["policy_state"]["history"]] == \
+        [h["reward"] for h in resumed["policy_state"]["history"]]
+    assert len((tmp_path / "cut" / "log.jsonl").read_text().splitlines()) == 4
+
+
+def _pairs_file(path):
+    rows = [{"prompt": f"What is {i} plus {i}?", "chosen": f"Answer: {2 * i}", "rejected": f"Answer: {2 * i + 1}"}
+            for i in range(6)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _dpo_config(base_checkpoint, out_dir, **changes):
+    from llm_from_scratch.pipelines import DPOConfig
+    settings = dict(checkpoint=base_checkpoint, tasks=None, pairs_per_step=2, max_steps=4, micro_batch=2,
+                    eval_tasks="none", eval_interval=2, out_dir=out_dir, lr=1e-2, progress=False, precision="fp32",
+                    seed=5, beta=0.5)
+    return DPOConfig(**{**settings, **changes})
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_dpo_from_a_file_learns_the_pairs_and_resumes_exactly(base_checkpoint, tmp_path, monkeypatch, lora):
+    from llm_from_scratch.pipelines import finetune_dpo
+    from llm_from_scratch.pipelines.dpo import DPOStep
+
+    data = _pairs_file(tmp_path / "pairs.jsonl")
+    result = finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "whole", data=data, lora=lora, max_steps=6))
+    first, last = result.history[0], result.history[-1]
+    assert first["loss"] == pytest.approx(0.6931, abs=1e-3)   # policy == reference at the start: log 2
+    assert last["loss"] < first["loss"] and last["reward_margin"] > 0
+    assert (tmp_path / "whole" / "reference_logps.pt").is_file()
+    real_call = DPOStep.__call__
+
+    def interrupt_at_step_4(self, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_call(self, step)
+
+    monkeypatch.setattr(DPOStep, "__call__", interrupt_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "cut", data=data, lora=lora, max_steps=6))
+    monkeypatch.setattr(DPOStep, "__call__", real_call)
+    finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "cut", data=data, lora=lora, max_steps=6, resume=True))
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")["trainable"]
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")["trainable"]
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+
+
+def test_dpo_on_policy_pairs_come_from_the_checker(base_checkpoint, tmp_path, fake_rewards):
+    from llm_from_scratch.finetune.dpo import load_preference_pairs
+    from llm_from_scratch.pipelines import finetune_dpo
+
+    result = finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "run", tasks="addition", num_prompts=4,
+                                      samples_per_prompt=4, max_new_tokens=5, max_steps=1, lora=True))
+    pairs = load_preference_pairs(result.pairs)
+    assert pairs and all(_fake_checker(None, p.chosen) and not _fake_checker(None, p.rejected) for p in pairs)
+    assert result.scores["pairs"]["pairs"] == len(pairs)
+
+
+def test_finetune_commands_and_their_errors(base_checkpoint, tmp_path, capsys, fake_rewards):
+    code, out, err = run_cli(capsys, "finetune", "grpo", "--checkpoint", base_checkpoint, "--tasks", "compare",
+                             "--prompts_per_step", 2, "--group_size", 2, "--max_steps", 1, "--max_new_tokens", 4,
+                             "--eval_tasks", "compare", "--eval_examples", 2, "--out_dir", tmp_path / "g",
+                             "--lora", "--no-progress")
+    assert code == 0, err
+    assert "held-out greedy pass@1" in out and (tmp_path / "g" / "final_model.pt").is_file()
+    code, _, err = run_cli(capsys, "finetune", "grpo", "--checkpoint", base_checkpoint, "--out_dir", tmp_path / "g",
+                           "--no-progress")
+    assert code == 2 and "--resume" in err                      # a run is there already
+    code, _, err = run_cli(capsys, "finetune", "grpo", "--checkpoint", base_checkpoint, "--group_size", 1)
+    assert code == 2 and "group_size" in err
+    code, _, err = run_cli(capsys, "finetune", "dpo", "--checkpoint", base_checkpoint, "--data",
+                           tmp_path / "none.jsonl", "--tasks", "none", "--out_dir", tmp_path / "d")
+    assert code == 2 and "none.jsonl" in err
+    code, _, err = run_cli(capsys, "finetune", "dpo", "--checkpoint", base_checkpoint, "--data",
+                           _pairs_file(tmp_path / "p.jsonl"), "--out_dir", tmp_path / "d2")
+    assert code == 2 and "one of the two" in err                # --data and --tasks both given
