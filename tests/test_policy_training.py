@@ -6,6 +6,8 @@ deterministic stand-in (`_fake_checker`) that rewards some answers: GRPO then ha
 both rewards, and on-policy DPO has pairs. The checkers themselves are tested in test_tasks.py."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -69,14 +71,15 @@ def test_grpo_interrupted_and_resumed_equals_one_run(base_checkpoint, tmp_path, 
     real_call = GRPOStep.__call__
 
     def interrupt_at_step_3(self, step):
-        if step == 2:
-            raise KeyboardInterrupt
+        if step == 2:          # `kill` during the third step: saved like Ctrl-C (sigterm_as_ctrl_c)
+            os.kill(os.getpid(), signal.SIGTERM)
         return real_call(self, step)
 
     monkeypatch.setattr(GRPOStep, "__call__", interrupt_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "cut", lora=lora, kl_coef=0.1, inner_steps=2))
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["policy_state"]["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after training
     monkeypatch.setattr(GRPOStep, "__call__", real_call)
     finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "cut", lora=lora, kl_coef=0.1, inner_steps=2,
                                resume=True))

@@ -135,3 +135,14 @@ def test_math_constants_of_the_metrics():
     # pass@k with one right answer in n: k/n (the chance it is among the k drawn)
     assert pass_at_k(10, 1, 3) == pytest.approx(0.3)
     assert math.isclose(pass_at_k(8, 2, 1), 0.25)
+
+
+def test_math_answers_of_equal_value_vote_together():
+    from llm_from_scratch.evaluation.tasks import same_answers_together
+    from llm_from_scratch.tasks import extract_answer
+
+    answers = [extract_answer(t, "math") for t in (r"\boxed{0.5}", "no idea", r"\boxed{\frac{1}{2}}",
+                                                    r"\boxed{3}", r"\boxed{\dfrac{1}{2}}")]
+    grouped = same_answers_together(answers)
+    assert grouped[1] is None and grouped[0] == grouped[2] == grouped[4] != grouped[3]
+    assert majority_vote(grouped) == grouped[0]

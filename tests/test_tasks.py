@@ -373,3 +373,18 @@ def test_bad_files_name_the_file_the_line_and_the_problem(tmp_path):
         load_gsm8k(tmp_path / "nowhere.jsonl")
     with pytest.raises(FileNotFoundError, match="MATH-500"):
         load_math500(tmp_path / "nowhere.jsonl")
+
+
+def test_no_constant_answer_scores_well():
+    """A model that always gives the same answer (or always the first number) must not score well:
+    reinforcement learning finds such shortcuts before anything else (a first version of
+    count_letters had "1" as the answer of 55% of its questions, and GRPO learned to say "1")."""
+    import re
+    from collections import Counter
+
+    for family in ("count_letters", "compare", "addition", "word_problems"):
+        answers = Counter(i.answer for i in make_instances(family, 300, split="train", seed=0))
+        assert answers.most_common(1)[0][1] / 300 <= 0.4, (family, answers.most_common(3))
+    compare = make_instances("compare", 300, split="train", seed=0)
+    first = sum(re.findall(r"-?\d+(?:\.\d+)?", i.prompt)[0] == i.answer for i in compare) / len(compare)
+    assert 0.35 <= first <= 0.65

@@ -49,6 +49,24 @@ def majority_vote(answers: Sequence[str | None]) -> str | None:
     return next(a for a in answers if a is not None and counted[a] == best)
 
 
+def same_answers_together(answers: Sequence[str | None]) -> list[str | None]:
+    """Each answer replaced by the first earlier answer it matches (`tasks.answers_match`), so
+    that different spellings of one value are counted as one answer in the vote."""
+    from llm_from_scratch.tasks import answers_match
+
+    seen: list[str] = []
+    result: list[str | None] = []
+    for answer in answers:
+        if answer is None:
+            result.append(None)
+            continue
+        same = next((s for s in seen if answers_match(answer, s, "math")), None)
+        if same is None:
+            seen.append(answer)
+        result.append(same or answer)
+    return result
+
+
 def task_prompts(tokenizer, instances: Sequence, style: str = "auto") -> list[list[int]]:
     """Each instance's question as the model's prompt tokens: in its chat template for a chat
     model (SmolLM2-Instruct), in the material's Alpaca format otherwise."""
@@ -83,6 +101,8 @@ def score_instance(instance, greedy: Completion | None, samples: Sequence[Comple
     if samples:
         correct = [check_answer(instance, s.text) for s in samples]
         extracted = [extract_answer(s.text, instance.kind) for s in samples]
+        if instance.kind == "math":  # LaTeX answers equal in value vote together ("0.5", "\frac{1}{2}")
+            extracted = same_answers_together(extracted)
         vote = majority_vote(extracted)
         vote_correct = False
         if vote is not None:

@@ -21,13 +21,15 @@ per epoch), and the pairs and reference figures are read back from the output fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_from_scratch.pipelines.common import PipelineError, RunFiles, sigterm_as_ctrl_c
-from llm_from_scratch.pipelines.policy import (PolicyConfig, finish_policy, heldout_instances, heldout_scorer,
-                                               prepare_policy)
+from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
+from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyResult, describe_training, finish_policy,
+                                               policy_trainer, prepare_policy)
+
+DPOResult = PolicyResult
 
 
 @dataclass
@@ -43,23 +45,6 @@ class DPOConfig(PolicyConfig):
     beta: float = 0.1                    # how far from the reference the model may move (larger: less)
     pairs_per_step: int = 8              # pairs in one optimizer step
     max_steps: int = 100
-
-
-@dataclass
-class DPOResult(RunFiles):
-    out_dir: Path
-    model: Any
-    tokenizer: Any
-    scores: dict[str, Any]
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def final_model(self) -> Path:
-        return self.out_dir / "final_model.pt"
-
-    @property
-    def pairs(self) -> Path:
-        return self.out_dir / "pairs.jsonl"
 
 
 DPO_PLOT = ("loss", "reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected")
@@ -196,8 +181,6 @@ def reference_logps(model, tokenizer, pairs: list, config: DPOConfig, path: Path
 def finetune_dpo(config: DPOConfig) -> DPOResult:
     """Train with DPO as `config` says (see the module docstring); bad input raises PipelineError."""
     from llm_from_scratch.finetune.dpo import load_preference_pairs, save_preference_pairs
-    from llm_from_scratch.finetune.policy_trainer import PolicyTrainer
-    from llm_from_scratch.pipelines.grpo import default_lr
     from llm_from_scratch.pipelines.task_eval import gather_instances
 
     c = config
@@ -235,26 +218,11 @@ def finetune_dpo(config: DPOConfig) -> DPOResult:
     if not c.resume:  # figures left by an earlier, unfinished run belong to its pairs
         (out_dir / "reference_logps.pt").unlink(missing_ok=True)
     reference = reference_logps(model, tokenizer, pairs, c, out_dir / "reference_logps.pt")
-    heldout = heldout_instances(c)
-    info = {"method": "dpo", "lora": prepared.lora, "model_type": prepared.name,
-            "dpo_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(c).items()}}
-    trainer = PolicyTrainer(model, max_steps=c.max_steps, lr=default_lr(c), out_dir=out_dir,
-                            weight_decay=c.weight_decay, warmup_steps=c.warmup_steps, grad_clip=c.grad_clip,
-                            seed=c.seed, precision=c.precision, eval_interval=c.eval_interval,
-                            evaluate=heldout_scorer(heldout, tokenizer, c), info=info, progress=c.progress,
-                            desc="DPO", plot_keys=DPO_PLOT)
-    if c.resume:
-        try:
-            trainer.resume(out_dir / "last.pt")
-        except ValueError as exc:
-            raise PipelineError(str(exc)) from exc
-    trainable = sum(p.numel() for p in trainer.trainable)
-    print(f"llmfs finetune dpo: {prepared.name}, {len(pairs)} pairs, {c.pairs_per_step} per step, "
-          f"{c.max_steps} steps, beta {c.beta}, lr {default_lr(c):g}, "
-          f"{'LoRA rank ' + str(c.lora_rank) if c.lora else 'all weights'} ({trainable:,} trainable); "
-          f"held-out: {len(heldout)} questions; output in {out_dir}")
+    trainer = policy_trainer(c, prepared, "dpo", DPO_PLOT)
+    print(f"llmfs finetune dpo: {prepared.name}, {len(pairs)} pairs, {c.pairs_per_step} per step, beta {c.beta}, "
+          f"{describe_training(c, trainer)}; output in {out_dir}")
     step = DPOStep(model, tokenizer, pairs, reference, c, trainer.autocast)
     with sigterm_as_ctrl_c():
         history = trainer.train(step)
     scores = finish_policy(prepared, trainer, "dpo", extra)
-    return DPOResult(out_dir, model, tokenizer, scores, list(history))
+    return PolicyResult(out_dir, model, tokenizer, scores, list(history))

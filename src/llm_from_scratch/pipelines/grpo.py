@@ -29,13 +29,13 @@ only on the step number.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-from llm_from_scratch.pipelines.common import PipelineError, RunFiles, sigterm_as_ctrl_c
-from llm_from_scratch.pipelines.policy import (PolicyConfig, finish_policy, heldout_instances, heldout_scorer,
-                                               prepare_policy)
+from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
+from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyResult, describe_training, finish_policy,
+                                               policy_trainer, prepare_policy)
+
+GRPOResult = PolicyResult
 
 
 @dataclass
@@ -56,25 +56,7 @@ class GRPOConfig(PolicyConfig):
     aggregation: str = "token"           # token (mean over all answer tokens) or sequence (per answer first)
 
 
-@dataclass
-class GRPOResult(RunFiles):
-    out_dir: Path
-    model: Any
-    tokenizer: Any
-    scores: dict[str, Any]
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def final_model(self) -> Path:
-        return self.out_dir / "final_model.pt"
-
-
 GRPO_PLOT = ("reward", "accuracy", "completion_tokens", "entropy", "no_signal", "kl")
-
-
-def default_lr(config: PolicyConfig) -> float:
-    """LoRA adapters start at zero and need a larger step than the whole model."""
-    return config.lr if config.lr is not None else (2e-4 if config.lora else 2e-6)
 
 
 def check_grpo_config(c: GRPOConfig) -> None:
@@ -115,8 +97,9 @@ class GRPOStep:
         chosen = self.questions_of(step)
         params = SamplingParams(max_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
                                 seed=c.seed * 1_000_003 + step)
-        groups = sample_completions(self.model, self.tokenizer, [self.prompts[i] for i in chosen], params,
-                                    num_samples=c.group_size, batch_size=c.batch_size)
+        with self.autocast():  # the run's precision (bf16 samples faster where the CPU has bf16 units)
+            groups = sample_completions(self.model, self.tokenizer, [self.prompts[i] for i in chosen], params,
+                                        num_samples=c.group_size, batch_size=c.batch_size)
         return chosen, groups
 
     def __call__(self, step: int) -> dict[str, float]:
@@ -151,11 +134,16 @@ class GRPOStep:
         total_tokens = mask.sum().clamp(min=1.0)
         rows = range(0, len(prompts), c.micro_batch)
 
-        with torch.no_grad(), self.autocast():   # the policy that sampled, and the reference
-            old = [token_logprobs(self.model, input_ids[r:r + c.micro_batch], temperature=c.temperature).float()
-                   for r in rows]
+        # log pi_old: the policy that sampled. With one gradient step per batch it is the policy
+        # being trained itself (taken, detached, from the same forward pass: ratio = 1 exactly);
+        # with more, it is computed once before the first step.
+        old = None
+        with torch.no_grad(), self.autocast():
+            if c.inner_steps > 1:
+                old = [token_logprobs(self.model, input_ids[r:r + c.micro_batch], temperature=c.temperature).float()
+                       for r in rows]
             ref = None
-            if c.kl_coef > 0:
+            if c.kl_coef > 0:                     # the reference: the start model
                 ref = [self.reference_logprobs(input_ids[r:r + c.micro_batch]) for r in rows]
         metrics_sum: dict[str, float] = {}
         entropy_sum = 0.0
@@ -165,7 +153,9 @@ class GRPOStep:
                 with self.autocast():
                     logps, entropy = token_logprobs_and_entropy(self.model, input_ids[part],
                                                                 temperature=c.temperature)
-                loss, metrics = grpo_loss(logps.float(), old[j], advantages[part], mask[part], clip_eps=c.clip_eps,
+                logps = logps.float()
+                loss, metrics = grpo_loss(logps, logps.detach() if old is None else old[j], advantages[part],
+                                          mask[part], clip_eps=c.clip_eps,
                                           ref_logps=None if ref is None else ref[j], kl_coef=c.kl_coef,
                                           aggregation=c.aggregation)
                 # weight each micro-batch by its share, so the sum is the whole batch's loss
@@ -216,7 +206,6 @@ def finetune_grpo(config: GRPOConfig) -> GRPOResult:
     """Train with GRPO as `config` says (see the module docstring); bad input raises PipelineError."""
     import copy
 
-    from llm_from_scratch.finetune.policy_trainer import PolicyTrainer
     from llm_from_scratch.pipelines.task_eval import gather_instances
 
     c = config
@@ -228,26 +217,12 @@ def finetune_grpo(config: GRPOConfig) -> GRPOResult:
     reference = None
     if c.kl_coef > 0 and prepared.lora is None:  # a frozen copy of the start model
         reference = copy.deepcopy(model).eval().requires_grad_(False)
-    heldout = heldout_instances(c)
-    info = {"method": "grpo", "lora": prepared.lora, "model_type": prepared.name,
-            "grpo_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(c).items()}}
-    trainer = PolicyTrainer(model, max_steps=c.max_steps, lr=default_lr(c), out_dir=prepared.out_dir,
-                            weight_decay=c.weight_decay, warmup_steps=c.warmup_steps, grad_clip=c.grad_clip,
-                            seed=c.seed, precision=c.precision, eval_interval=c.eval_interval,
-                            evaluate=heldout_scorer(heldout, tokenizer, c), info=info, progress=c.progress,
-                            desc="GRPO", plot_keys=GRPO_PLOT)
-    if c.resume:
-        try:
-            trainer.resume(prepared.out_dir / "last.pt")
-        except ValueError as exc:
-            raise PipelineError(str(exc)) from exc
-    trainable = sum(p.numel() for p in trainer.trainable)
+    trainer = policy_trainer(c, prepared, "grpo", GRPO_PLOT)
     print(f"llmfs finetune grpo: {prepared.name}, training on {c.tasks} ({len(questions)} questions, "
-          f"{c.prompts_per_step} x {c.group_size} answers per step), {c.max_steps} steps, lr {default_lr(c):g}, "
-          f"{'LoRA rank ' + str(c.lora_rank) if c.lora else 'all weights'} ({trainable:,} trainable); "
-          f"held-out: {len(heldout)} questions; {trainer.precision_choice.describe()}; output in {prepared.out_dir}")
+          f"{c.prompts_per_step} x {c.group_size} answers per step), {describe_training(c, trainer)}; "
+          f"output in {prepared.out_dir}")
     step = GRPOStep(model, tokenizer, c, questions, trainer.autocast, reference)
     with sigterm_as_ctrl_c():
         history = trainer.train(step)
     scores = finish_policy(prepared, trainer, "grpo")
-    return GRPOResult(prepared.out_dir, model, tokenizer, scores, list(history))
+    return PolicyResult(prepared.out_dir, model, tokenizer, scores, list(history))

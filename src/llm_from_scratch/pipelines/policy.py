@@ -9,17 +9,19 @@ command loads it as usual), `scores.json` (before/after per family) and `trainin
 * `PolicyConfig`: the settings both configs start from;
 * `prepare_policy`: the start model (and LoRA), the tokenizer, the output folder;
 * `heldout_scorer`: a function that gives greedy pass@1 per family, for the trainer;
-* `finish_policy`: merge LoRA, write final_model.pt and scores.json, print the before/after table.
+* `policy_trainer`: the `PolicyTrainer` with the config's settings (resumed with `resume`);
+* `finish_policy`: merge LoRA, write final_model.pt and scores.json, print the before/after table;
+* `PolicyResult`: what a run returns.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_from_scratch.pipelines.common import PipelineError
+from llm_from_scratch.pipelines.common import PipelineError, RunFiles
 
 
 @dataclass
@@ -48,6 +50,31 @@ class PolicyConfig:
     device: str = "auto"
     precision: str = "auto"              # auto, fp32, bf16
     progress: bool = True
+
+
+@dataclass
+class PolicyResult(RunFiles):
+    """What a DPO or GRPO run produced."""
+
+    out_dir: Path
+    model: Any                           # the tuned model (LoRA merged in)
+    tokenizer: Any
+    scores: dict[str, Any]               # held-out greedy pass@1 per family "before" and "after", ...
+    history: list[dict[str, float]] = field(default_factory=list)   # one record per step
+
+    @property
+    def final_model(self) -> Path:
+        return self.out_dir / "final_model.pt"
+
+    @property
+    def pairs(self) -> Path:
+        """DPO's preference pairs (from the file, or sampled on-policy)."""
+        return self.out_dir / "pairs.jsonl"
+
+
+def default_lr(config: "PolicyConfig") -> float:
+    """LoRA adapters start at zero and need a larger step than the whole model."""
+    return config.lr if config.lr is not None else (2e-4 if config.lora else 2e-6)
 
 
 @dataclass
@@ -109,6 +136,38 @@ def heldout_scorer(instances: list, tokenizer, config: PolicyConfig):
                                        max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
         return {family: row["greedy"] for family, row in summary.items()}
     return score
+
+
+def policy_trainer(config: PolicyConfig, prepared: PreparedPolicy, method: str, plot_keys: tuple[str, ...]):
+    """The `PolicyTrainer` of a run: the config's settings, held-out scoring, what the checkpoints
+    record (method, LoRA, settings); continued from last.pt when `config.resume`."""
+    from llm_from_scratch.finetune.policy_trainer import PolicyTrainer
+
+    c = config
+    heldout = heldout_instances(c)
+    info = {"method": method, "lora": prepared.lora, "model_type": prepared.name,
+            f"{method}_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(c).items()}}
+    trainer = PolicyTrainer(prepared.model, max_steps=c.max_steps, lr=default_lr(c), out_dir=prepared.out_dir,
+                            weight_decay=c.weight_decay, warmup_steps=c.warmup_steps, grad_clip=c.grad_clip,
+                            seed=c.seed, precision=c.precision, eval_interval=c.eval_interval,
+                            evaluate=heldout_scorer(heldout, prepared.tokenizer, c), info=info,
+                            progress=c.progress, desc=method.upper(), plot_keys=plot_keys)
+    trainer.heldout_count = len(heldout)
+    if c.resume:
+        try:
+            trainer.resume(prepared.out_dir / "last.pt")
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from exc
+    return trainer
+
+
+def describe_training(config: PolicyConfig, trainer) -> str:
+    """The settings line a run prints: steps, learning rate, what trains, held-out size, precision."""
+    c = config
+    trainable = sum(p.numel() for p in trainer.trainable)
+    what = f"LoRA rank {c.lora_rank}" if c.lora else "all weights"
+    return (f"{c.max_steps} steps, lr {default_lr(c):g}, {what} ({trainable:,} trainable); held-out: "
+            f"{trainer.heldout_count} questions; {trainer.precision_choice.describe()}")
 
 
 def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: dict | None = None) -> dict[str, Any]:

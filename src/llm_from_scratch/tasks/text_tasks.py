@@ -8,8 +8,8 @@ made of. So these tasks test something different from arithmetic, and their answ
 * ``reverse_words``: "Reverse the order of these words: cat dog sun." -> "sun dog cat"
   (2, 3, or 4-5 words by level; compared as a list, so "sun, dog, cat" counts too);
 * ``reverse_letters``: "Spell the word 'garden' backwards." -> "nedrag" (short, medium, long words);
-* ``count_letters``: "How many r's are in the word 'strawberry'?" -> "3" (the letter is
-  sometimes absent, answer 0; long words prefer letters that occur more than once);
+* ``count_letters``: "How many r's are in the word 'strawberry'?" -> "3" (the count is drawn
+  first, uniformly: 0-2, 0-3, 1-4 by level, so no constant answer scores well);
 * ``sort_numbers``: "Sort these numbers from smallest to largest: 9, 1, 4." -> "1, 4, 9"
   (3-4 numbers below 21, 4-5 below 100, 6-7 from -50 to 500 by level).
 
@@ -96,19 +96,29 @@ def draw_reverse_letters(rng: random.Random, level: int) -> Question:
     return Question(text=text, answer=word[::-1], key=min(word, word[::-1]), meta={"word": word})
 
 
-def _letter_to_count(rng: random.Random, word: str, level: int) -> str:
-    present = sorted(set(word))
-    if rng.random() < 0.15:            # sometimes the answer is 0
-        return rng.choice([c for c in string.ascii_lowercase if c not in present])
-    repeated = [c for c in present if word.count(c) > 1]
-    if level == 3 and repeated and rng.random() < 0.6:   # the "strawberry" kind of question
-        return rng.choice(repeated)
-    return rng.choice(present)
+# The counts asked for at each level, drawn uniformly. Drawing the *answer* first matters: with
+# a letter picked from the word, most answers are 1 (most letters occur once), and a model that
+# always says "1" would score over half - reinforcement learning finds that shortcut at once.
+COUNTS_BY_LEVEL = {1: (0, 1, 2), 2: (0, 1, 2, 3), 3: (1, 2, 3, 4)}
+
+
+def _word_and_letter(rng: random.Random, level: int) -> tuple[str, str]:
+    """A word and a letter that occurs in it a count drawn uniformly from the level's counts."""
+    target = rng.choice(COUNTS_BY_LEVEL[level])
+    word = real_or_made_up_word(rng, level)
+    for _ in range(500):
+        if target == 0:
+            return word, rng.choice([c for c in string.ascii_lowercase if c not in word])
+        letters = sorted(c for c in set(word) if word.count(c) == target)
+        if letters:
+            return word, rng.choice(letters)
+        word = real_or_made_up_word(rng, level)
+    # no word with that many of one letter came up: the letter this word has most of
+    return word, max(sorted(set(word)), key=word.count)
 
 
 def draw_count_letters(rng: random.Random, level: int) -> Question:
-    word = real_or_made_up_word(rng, level)
-    letter = _letter_to_count(rng, word, level)
+    word, letter = _word_and_letter(rng, level)
     text = rng.choice(COUNT_LETTERS_WORDINGS).format(letter=letter, word=word)
     return Question(text=text, answer=str(word.count(letter)), key=f"{word}|{letter}",
                     meta={"word": word, "letter": letter})
