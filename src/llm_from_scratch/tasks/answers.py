@@ -36,10 +36,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import TYPE_CHECKING, Iterator
-
-if TYPE_CHECKING:                      # only for the type hint: core.py imports this module
-    from .core import TaskInstance
+from typing import Any, Iterator
 
 KINDS = ("number", "text", "list", "math")
 MAX_NUMBER_DIGITS = 100   # a longer run of digits is not an answer
@@ -363,7 +360,7 @@ def answers_match(predicted: str | None, reference: str | None, kind: str) -> bo
     return False
 
 
-def check_answer(instance: TaskInstance, completion: str) -> bool:
+def check_answer(instance: Any, completion: str) -> bool:  # instance: a core.TaskInstance
     """The verifier (reward 1 if True): does `completion` give `instance`'s reference answer?"""
     predicted = extract_answer(completion, instance.kind)
     return answers_match(predicted, normalise_answer(instance.answer, instance.kind), instance.kind)
