@@ -165,3 +165,23 @@ def test_finetune_commands_and_their_errors(base_checkpoint, tmp_path, capsys, f
     code, _, err = run_cli(capsys, "finetune", "dpo", "--checkpoint", base_checkpoint, "--data",
                            _pairs_file(tmp_path / "p.jsonl"), "--out_dir", tmp_path / "d2")
     assert code == 2 and "one of the two" in err                # --data and --tasks both given
+
+
+def test_lora_disabled_gives_the_base_model_back():
+    """GRPO's KL reference with LoRA: the adapters switched off, the outputs are the base model's."""
+    from llm_from_scratch.finetune.lora import apply_lora, lora_disabled
+    from llm_from_scratch.model import GPTConfig, GPTModel
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0))
+    x = torch.randint(0, 50, (2, 8))
+    base = model(x).detach()
+    apply_lora(model, rank=2, alpha=4.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".B"):
+                p.normal_()
+    assert not torch.allclose(model(x), base)
+    with lora_disabled(model):
+        assert torch.allclose(model(x), base, atol=1e-6)
+    assert not torch.allclose(model(x), base)       # switched on again after the `with`

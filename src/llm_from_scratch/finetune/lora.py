@@ -99,6 +99,24 @@ def apply_lora(model: nn.Module, rank: int = 16, alpha: float = 16.0,
     return model
 
 
+class lora_disabled:
+    """Inside the `with`, every LoRA adapter of `model` is switched off: the model computes what
+    its base model computes (the frozen reference of DPO/GRPO, without a second copy)."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, LinearWithLoRA)]
+
+    def __enter__(self):
+        for layer in self.layers:
+            layer.lora_enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            layer.lora_enabled = True
+        return False
+
+
 def has_lora(model: nn.Module) -> bool:
     return any(isinstance(m, LinearWithLoRA) for m in model.modules())
 

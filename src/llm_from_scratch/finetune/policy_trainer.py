@@ -256,4 +256,6 @@ class PolicyTrainer:
         self.precision = ckpt.get("precision", self.precision)
         # the log again as of this step (the interrupted run may have logged steps after it)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.state.history))
+        from llm_from_scratch.io.atomic import write_atomically
+        write_atomically(self.out_dir / "log.jsonl",
+                         "".join(json.dumps(r) + "\n" for r in self.state.history).encode("utf-8"))

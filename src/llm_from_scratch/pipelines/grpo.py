@@ -180,26 +180,10 @@ class GRPOStep:
         t = self.c.temperature
         if self.reference is not None:
             return token_logprobs(self.reference, input_ids, temperature=t).float()
+        from llm_from_scratch.finetune.lora import lora_disabled
         with lora_disabled(self.model):
             return token_logprobs(self.model, input_ids, temperature=t).float()
 
-
-class lora_disabled:
-    """Inside the `with`, every LoRA adapter of `model` is switched off: the model is the base model."""
-
-    def __init__(self, model):
-        from llm_from_scratch.finetune.lora import LinearWithLoRA
-        self.layers = [m for m in model.modules() if isinstance(m, LinearWithLoRA)]
-
-    def __enter__(self):
-        for layer in self.layers:
-            layer.lora_enabled = False
-        return self
-
-    def __exit__(self, *exc):
-        for layer in self.layers:
-            layer.lora_enabled = True
-        return False
 
 
 def finetune_grpo(config: GRPOConfig) -> GRPOResult:

@@ -172,6 +172,7 @@ def describe_training(config: PolicyConfig, trainer) -> str:
 
 def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: dict | None = None) -> dict[str, Any]:
     """Merge LoRA, write final_model.pt and scores.json; return the scores (before/after per family)."""
+    from llm_from_scratch.io.atomic import write_atomically
     from llm_from_scratch.training.checkpoint import save_checkpoint
 
     model, out_dir = prepared.model, prepared.out_dir
@@ -190,7 +191,7 @@ def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: 
     save_checkpoint(out_dir / "final_model.pt", {"model": model.state_dict(), "model_config": model.cfg.to_dict(),
                                                  "tokenizer": prepared.tokenizer.to_config(),
                                                  "task": {"type": method}, "model_type": prepared.name})
-    (out_dir / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
+    write_atomically(out_dir / "scores.json", (json.dumps(scores, indent=1) + "\n").encode("utf-8"))
     if "before" in scores:
         print(f"{'held-out greedy pass@1':<24}{'before':>8}{'after':>8}")
         for family, before in scores["before"].items():

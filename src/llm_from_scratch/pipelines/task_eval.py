@@ -50,6 +50,7 @@ class TaskEvalConfig:
     device: str = "auto"
     dtype: str = "fp32"
     quantize: str = "none"
+    compile: bool = False                # compile the one-token decode step (generation/compiled.py)
     progress: bool = True
 
 
@@ -107,6 +108,9 @@ def evaluate_tasks(config: TaskEvalConfig) -> TaskEvalResult:
                             quantize=c.quantize)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
+    if c.compile:
+        from llm_from_scratch.generation.compiled import compile_decoding
+        print(compile_decoding(loaded.model))
     started = time.perf_counter()
     print(f"llmfs evaluate tasks: {loaded.name}, {len(instances)} held-out questions; greedy "
           f"{'yes' if c.greedy else 'no'}, {c.num_samples} samples each at temperature {c.temperature}")
