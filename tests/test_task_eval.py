@@ -146,3 +146,13 @@ def test_math_answers_of_equal_value_vote_together():
     grouped = same_answers_together(answers)
     assert grouped[1] is None and grouped[0] == grouped[2] == grouped[4] != grouped[3]
     assert majority_vote(grouped) == grouped[0]
+
+
+def test_interleaved_families_take_turns_so_every_training_step_mixes_them():
+    from llm_from_scratch.pipelines.task_eval import gather_instances
+
+    blocks = gather_instances("addition,compare,count_letters", 5, split="train", seed=3)
+    mixed = gather_instances("addition,compare,count_letters", 5, split="train", seed=3, interleave=True)
+    assert [q.family for q in blocks[:5]] == ["addition"] * 5          # family after family
+    assert [q.family for q in mixed[:6]] == ["addition", "compare", "count_letters"] * 2
+    assert sorted(q.id for q in mixed) == sorted(q.id for q in blocks)  # the same questions, reordered

@@ -195,7 +195,7 @@ def finetune_grpo(config: GRPOConfig) -> GRPOResult:
     c = config
     check_grpo_config(c)
     questions = gather_instances(c.tasks, c.prompts_per_step * c.max_steps, split="train", seed=c.seed,
-                                 difficulty=c.difficulty)
+                                 difficulty=c.difficulty, interleave=True)  # every step mixes the families
     prepared = prepare_policy(c, "grpo")
     model, tokenizer = prepared.model, prepared.tokenizer
     reference = None

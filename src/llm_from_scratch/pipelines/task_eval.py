@@ -64,8 +64,12 @@ class TaskEvalResult:
 
 
 def gather_instances(tasks: str, num_examples: int, *, split: str = "test", seed: int = 0,
-                     difficulty: int | None = None, gsm8k=None, math500=None) -> list:
-    """`num_examples` instances of every family `tasks` names, then those of the given files."""
+                     difficulty: int | None = None, gsm8k=None, math500=None, interleave: bool = False) -> list:
+    """`num_examples` instances of every family `tasks` names, then those of the given files.
+
+    Family after family; with `interleave` the families take turns instead (the first question of
+    each, then the second of each, ...), so that any stretch of the list - a training step's
+    questions - mixes them."""
     from llm_from_scratch import tasks as task_lib
 
     if num_examples < 1:
@@ -81,6 +85,12 @@ def gather_instances(tasks: str, num_examples: int, *, split: str = "test", seed
             instances += task_lib.load_math500(math500, limit=num_examples)
     except (ValueError, FileNotFoundError) as exc:
         raise PipelineError(str(exc)) from exc
+    if interleave:
+        by_family: dict[str, list] = {}
+        for instance in instances:
+            by_family.setdefault(instance.family, []).append(instance)
+        queues = list(by_family.values())
+        instances = [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
     if not instances:
         raise PipelineError("no task instances: give --tasks (e.g. all, or addition,reverse_words) and/or "
                             "--gsm8k / --math500 files")

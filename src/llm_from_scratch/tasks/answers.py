@@ -20,6 +20,8 @@ teaches the model to cheat. So the rules here are few, fixed and written down:
 
 * ``number``: by value. "12", "12.0", "12.", " 12 ", "$12", "**12**", "12 apples" are all 12;
   "1,234" is 1234; "-7" is negative; "1/2", "\\frac{1}{2}" and "0.5" are the same value.
+  Counts in words are numbers too: "once", "twice", "thrice", "three times" (zero to twelve
+  before "time(s)"), and an answer that is one number word alone ("Answer: four").
   (The canonical form is an integer, a finite decimal, or "p/q".)
 * ``text``: case, surrounding whitespace, quotes, markdown and trailing punctuation do not count;
   inner whitespace is collapsed.
@@ -188,7 +190,26 @@ _NUMBER_TOKEN = re.compile(
 )
 
 
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                 "eleven", "twelve")
+_COUNT_WORDS = re.compile(r"\b(?:(?P<adverb>once|twice|thrice)|(?P<word>" + "|".join(_NUMBER_WORDS)
+                          + r")(?=\s+times?\b))\b", re.IGNORECASE)
+_LONE_NUMBER_WORD = re.compile(r"[\s*_`'\"]*(?P<word>" + "|".join(_NUMBER_WORDS) + r")[\s*_`'\".!]*",
+                               re.IGNORECASE)
+
+
+def _count_word_as_digits(match: re.Match) -> str:
+    """ "twice" -> "2", "three" (of "three times") -> "3"."""
+    if match.group("adverb"):
+        return str(("once", "twice", "thrice").index(match.group("adverb").lower()) + 1)
+    return str(_NUMBER_WORDS.index(match.group("word").lower()))
+
+
 def _clean_for_numbers(text: str) -> str:
+    lone = _LONE_NUMBER_WORD.fullmatch(text)
+    if lone:                        # the whole answer is "four"
+        return str(_NUMBER_WORDS.index(lone.group("word").lower()))
+    text = _COUNT_WORDS.sub(_count_word_as_digits, text)   # "appears twice", "three times"
     text = text.replace("\u2212", "-").replace("\\$", "").replace("$", "").replace("{,}", ",")
     text = re.sub(r"\\[dt]frac", r"\\frac", text)
     return re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", text)   # \frac12 -> \frac{1}{2}
