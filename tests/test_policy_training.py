@@ -185,3 +185,46 @@ def test_lora_disabled_gives_the_base_model_back():
     with lora_disabled(model):
         assert torch.allclose(model(x), base, atol=1e-6)
     assert not torch.allclose(model(x), base)       # switched on again after the `with`
+
+
+def test_the_bf16_sampler_is_the_lora_policy_merged_and_cast_once():
+    """`sampling_model`: fp32 samples with the policy itself; bf16 with a merged bf16 copy whose
+    logits equal the autocast policy's within bf16 rounding (atol 0.05 on logits of size ~1),
+    and the training model is left as it was."""
+    from llm_from_scratch.finetune.lora import LinearWithLoRA, apply_lora
+    from llm_from_scratch.model import GPTConfig, GPTModel
+    from llm_from_scratch.pipelines.policy import sampling_model
+
+    torch.manual_seed(0)
+    model = apply_lora(GPTModel(GPTConfig(vocab_size=97, context_length=32, emb_dim=32, n_heads=2, n_layers=2,
+                                          drop_rate=0.0)), rank=4, alpha=8)
+    for name, parameter in model.named_parameters():
+        if name.endswith(".B"):
+            torch.nn.init.normal_(parameter, std=0.2)   # a trained adapter, not the zero start
+    assert sampling_model(model, "fp32") is model
+    sampler = sampling_model(model, "bf16")
+    assert not any(isinstance(m, LinearWithLoRA) for m in sampler.modules())
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in sampler.parameters())
+    assert any(isinstance(m, LinearWithLoRA) for m in model.modules())          # the policy untouched
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    from llm_from_scratch.finetune.lora import lora_disabled
+
+    x = torch.randint(0, 97, (2, 12))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = model(x).float(), sampler(x).float()
+        with lora_disabled(model):
+            base = model(x).float()
+    rounding = (got - expected).abs().max()
+    assert rounding < 0.03 * expected.abs().max()                 # bf16 rounding, relative to the logits
+    assert (base - expected).abs().max() > 5 * rounding          # and the adapters' effect is in the copy
+
+
+def test_grpo_in_bf16_samples_with_the_copy_and_trains_the_adapters(base_checkpoint, tmp_path, fake_rewards):
+    from llm_from_scratch.pipelines import finetune_grpo
+
+    result = finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "run", lora=True, max_steps=2, precision="bf16",
+                                        eval_tasks="none"))
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert all(".lora." in name for name in last["trainable"])
+    assert any(t.abs().sum() > 0 for name, t in last["trainable"].items() if name.endswith(".B"))
+    assert len(result.history) == 2 and 0 < result.history[0]["accuracy"] < 1
