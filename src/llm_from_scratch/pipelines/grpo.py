@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
 from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyResult, describe_training, finish_policy,
-                                               policy_trainer, prepare_policy, sampling_model)
+                                               policy_trainer, prepare_policy)
 
 GRPOResult = PolicyResult
 
@@ -76,13 +76,12 @@ def check_grpo_config(c: GRPOConfig) -> None:
 class GRPOStep:
     """One GRPO step on the questions of step `step` (callable by `PolicyTrainer`)."""
 
-    def __init__(self, model, tokenizer, config: GRPOConfig, questions: list, autocast, reference=None,
-                 precision: str = "fp32"):
+    def __init__(self, model, tokenizer, config: GRPOConfig, questions: list, autocast, reference=None):
         from llm_from_scratch.evaluation.tasks import task_prompts
 
         self.model, self.tokenizer, self.c, self.questions = model, tokenizer, config, questions
         self.prompts = task_prompts(tokenizer, questions)
-        self.autocast, self.reference, self.precision = autocast, reference, precision
+        self.autocast, self.reference = autocast, reference
         self.pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
 
     def questions_of(self, step: int) -> list[int]:
@@ -98,9 +97,8 @@ class GRPOStep:
         chosen = self.questions_of(step)
         params = SamplingParams(max_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
                                 seed=c.seed * 1_000_003 + step)
-        sampler = sampling_model(self.model, self.precision)  # bf16 runs: a bf16 copy, cast once
         with self.autocast():  # the run's precision (bf16 samples faster where the CPU has bf16 units)
-            groups = sample_completions(sampler, self.tokenizer, [self.prompts[i] for i in chosen], params,
+            groups = sample_completions(self.model, self.tokenizer, [self.prompts[i] for i in chosen], params,
                                         num_samples=c.group_size, batch_size=c.batch_size)
         return chosen, groups
 
@@ -207,7 +205,7 @@ def finetune_grpo(config: GRPOConfig) -> GRPOResult:
     print(f"llmfs finetune grpo: {prepared.name}, training on {c.tasks} ({len(questions)} questions, "
           f"{c.prompts_per_step} x {c.group_size} answers per step), {describe_training(c, trainer)}; "
           f"output in {prepared.out_dir}")
-    step = GRPOStep(model, tokenizer, c, questions, trainer.autocast, reference, precision=trainer.precision)
+    step = GRPOStep(model, tokenizer, c, questions, trainer.autocast, reference)
     with sigterm_as_ctrl_c():
         history = trainer.train(step)
     scores = finish_policy(prepared, trainer, "grpo")

@@ -11,7 +11,6 @@ command loads it as usual), `scores.json` (before/after per family) and `trainin
 * `heldout_scorer`: a function that gives greedy pass@1 per family, for the trainer;
 * `policy_trainer`: the `PolicyTrainer` with the config's settings (resumed with `resume`);
 * `finish_policy`: merge LoRA, write final_model.pt and scores.json, print the before/after table;
-* `sampling_model`: the policy as it samples answers (a bf16 copy when the run is bf16);
 * `PolicyResult`: what a run returns.
 """
 
@@ -115,30 +114,6 @@ def prepare_policy(config: PolicyConfig, method: str) -> PreparedPolicy:
         lora = {"rank": c.lora_rank, "alpha": c.lora_alpha}
     model.train()
     return PreparedPolicy(model, loaded.tokenizer, run_name(c, loaded), out_dir, lora, device)
-
-
-def sampling_model(model, precision: str):
-    """The policy that samples a step's answers: `model` itself in fp32, else a copy in the run's
-    half precision with any LoRA adapters merged in, made once per step.
-
-    Why a copy: autocast keeps its half-precision casts only for weights that train. With LoRA the
-    frozen base weights would be cast again at *every* decoding step (64 casts of all weights for a
-    64-token answer), which on a CPU makes bf16 sampling slower than fp32. The copy is cast once.
-    The update recomputes every answer's log-probabilities with the training model, so a sampler
-    that is a rounding away from it only shifts which answers are drawn, as any inference engine
-    used for RL does."""
-    import copy
-
-    from llm_from_scratch.finetune.lora import merge_lora
-    from llm_from_scratch.training.precision import PRECISIONS
-
-    if precision == "fp32":
-        return model
-    import torch
-
-    with torch.no_grad():
-        sampler = merge_lora(copy.deepcopy(model))
-    return sampler.to(PRECISIONS[precision]).eval().requires_grad_(False)
 
 
 def heldout_instances(config: PolicyConfig) -> list:
