@@ -70,6 +70,29 @@ def test_token_logprobs_equal_the_naive_computation_values_and_gradients(tiny_mo
         torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk_size", [3, 1024])
+def test_token_logprobs_at_the_answer_positions_only_equal_the_naive_computation(tiny_model, chunk_size):
+    """`only=mask`: the head runs at the masked positions; there the values and the gradients of
+    any masked sum equal the naive full computation (float32, atol 1e-6), elsewhere they are 0."""
+    packed = pack_completions([[1, 2, 3, 4, 5], [6, 7]], [[8, 9], [10, 11, 12, 13]], pad_id=0)
+    mask, input_ids = packed.completion_mask, packed.input_ids
+    weights = torch.randn(mask.shape)
+    ours, entropies = token_logprobs_and_entropy(tiny_model, input_ids, chunk_size=chunk_size, temperature=0.7,
+                                                 only=mask)
+    _, all_entropies = token_logprobs_and_entropy(tiny_model, input_ids, temperature=0.7)
+    naive = naive_token_logprobs(tiny_model, input_ids, temperature=0.7)
+    torch.testing.assert_close(ours, naive * mask, rtol=0, atol=1e-6)
+    torch.testing.assert_close(entropies, all_entropies * mask, rtol=0, atol=1e-6)
+    ours_grads = torch.autograd.grad((ours * weights * mask).sum(), list(tiny_model.parameters()))
+    naive_grads = torch.autograd.grad((naive * weights * mask).sum(), list(tiny_model.parameters()))
+    for mine, reference in zip(ours_grads, naive_grads):
+        torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)
+    nothing = token_logprobs(tiny_model, input_ids, only=torch.zeros_like(mask))
+    assert nothing.shape == mask.shape and not nothing.any()
+    with pytest.raises(ValueError, match="only must be"):
+        token_logprobs(tiny_model, input_ids, only=mask[:, :-1])
+
+
 def test_token_logprobs_without_hidden_states_falls_back_to_the_logits(tiny_model):
     class LogitsOnly(torch.nn.Module):
         def __init__(self, inner):

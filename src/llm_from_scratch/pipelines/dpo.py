@@ -149,8 +149,9 @@ def sequence_logps(model, side, indices: list[int], pad_id: int):
     packed = pack_completions([prompts[i] for i in indices], [answers[i] for i in indices], pad_id,
                               max_length=model.cfg.context_length)
     device = next(model.parameters()).device
-    logps = token_logprobs(model, packed.input_ids.to(device)).float()
-    return sequence_logprob(logps, packed.completion_mask.float().to(device))
+    mask = packed.completion_mask.float().to(device)
+    logps = token_logprobs(model, packed.input_ids.to(device), only=mask).float()   # the head at answer tokens only
+    return sequence_logprob(logps, mask)
 
 
 def reference_logps(model, tokenizer, pairs: list, config: DPOConfig, path: Path) -> dict:

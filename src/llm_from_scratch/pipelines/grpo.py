@@ -140,19 +140,20 @@ class GRPOStep:
         old = None
         with torch.no_grad(), self.autocast():
             if c.inner_steps > 1:
-                old = [token_logprobs(self.model, input_ids[r:r + c.micro_batch], temperature=c.temperature).float()
-                       for r in rows]
+                old = [token_logprobs(self.model, input_ids[r:r + c.micro_batch], temperature=c.temperature,
+                                      only=mask[r:r + c.micro_batch]).float() for r in rows]
             ref = None
             if c.kl_coef > 0:                     # the reference: the start model
-                ref = [self.reference_logprobs(input_ids[r:r + c.micro_batch]) for r in rows]
+                ref = [self.reference_logprobs(input_ids[r:r + c.micro_batch], mask[r:r + c.micro_batch])
+                       for r in rows]
         metrics_sum: dict[str, float] = {}
         entropy_sum = 0.0
         for inner in range(c.inner_steps):
             for j, r in enumerate(rows):
                 part = slice(r, r + c.micro_batch)
                 with self.autocast():
-                    logps, entropy = token_logprobs_and_entropy(self.model, input_ids[part],
-                                                                temperature=c.temperature)
+                    logps, entropy = token_logprobs_and_entropy(self.model, input_ids[part], only=mask[part],
+                                                                temperature=c.temperature)  # answers only
                 logps = logps.float()
                 loss, metrics = grpo_loss(logps, logps.detach() if old is None else old[j], advantages[part],
                                           mask[part], clip_eps=c.clip_eps,
@@ -172,17 +173,17 @@ class GRPOStep:
                 "entropy": entropy_sum / float(total_tokens), "no_signal": no_signal,
                 "sample_seconds": sample_seconds}
 
-    def reference_logprobs(self, input_ids):
+    def reference_logprobs(self, input_ids, mask):
         """Log-probabilities under the start model: the LoRA model with its adapters switched off,
         or a frozen copy of the whole model."""
         from llm_from_scratch.finetune.sequences import token_logprobs
 
         t = self.c.temperature
         if self.reference is not None:
-            return token_logprobs(self.reference, input_ids, temperature=t).float()
+            return token_logprobs(self.reference, input_ids, temperature=t, only=mask).float()
         from llm_from_scratch.finetune.lora import lora_disabled
         with lora_disabled(self.model):
-            return token_logprobs(self.model, input_ids, temperature=t).float()
+            return token_logprobs(self.model, input_ids, temperature=t, only=mask).float()
 
 
 
