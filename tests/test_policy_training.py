@@ -185,3 +185,13 @@ def test_lora_disabled_gives_the_base_model_back():
     with lora_disabled(model):
         assert torch.allclose(model(x), base, atol=1e-6)
     assert not torch.allclose(model(x), base)       # switched on again after the `with`
+
+
+def test_grpo_on_several_families_mixes_them_in_every_step(base_checkpoint, tmp_path, fake_rewards):
+    from llm_from_scratch.pipelines import finetune_grpo
+
+    result = finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "run", tasks="addition,compare", max_steps=2,
+                                        eval_tasks="none"))
+    for record in result.history:       # one question of each family per step, each answered 4 times
+        per_family = [record["accuracy/addition"], record["accuracy/compare"]]
+        assert record["accuracy"] == pytest.approx(sum(per_family) / 2)

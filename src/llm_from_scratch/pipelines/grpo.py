@@ -113,12 +113,13 @@ class GRPOStep:
         started = time.perf_counter()
         chosen, groups = self.rollouts(step)
         sample_seconds = time.perf_counter() - started
-        prompts, completions, rewards, correct, formatted = [], [], [], [], []
+        prompts, completions, rewards, correct, formatted, row_families = [], [], [], [], [], []
         for index, group in zip(chosen, groups):
             for completion in group:
                 right = check_answer(self.questions[index], completion.text)
                 well_formed = has_answer_format(completion.text)
                 prompts.append(self.prompts[index])
+                row_families.append(self.questions[index].family)
                 completions.append(completion.training_ids)
                 correct.append(float(right))
                 formatted.append(float(well_formed))
@@ -168,6 +169,11 @@ class GRPOStep:
                 if inner == 0:
                     entropy_sum += float((entropy.float() * mask[part]).sum())
         lengths = [len(ids) for ids in completions]
+        by_family: dict[str, list[float]] = {}   # training accuracy per family, when a step mixes them
+        for family, right in zip(row_families, correct):
+            by_family.setdefault(family, []).append(right)
+        if len(by_family) > 1:
+            metrics_sum.update({f"accuracy/{name}": sum(v) / len(v) for name, v in by_family.items()})
         return {**metrics_sum, "reward": sum(rewards) / len(rewards), "accuracy": sum(correct) / len(correct),
                 "format": sum(formatted) / len(formatted), "completion_tokens": sum(lengths) / len(lengths),
                 "entropy": entropy_sum / float(total_tokens), "no_signal": no_signal,
