@@ -31,7 +31,8 @@ def _grpo_config(base_checkpoint, out_dir, **changes):
     from llm_from_scratch.pipelines import GRPOConfig
     settings = dict(checkpoint=base_checkpoint, tasks="addition", prompts_per_step=2, group_size=4, max_steps=4,
                     max_new_tokens=6, eval_tasks="addition", eval_examples=2, eval_interval=2, out_dir=out_dir,
-                    lr=1e-2, progress=False, precision="fp32", seed=5)
+                    lr=1e-2, progress=False, precision="fp32", seed=5,
+                    grade_truncated=True)  # a tiny random model never says its end-of-text token
     return GRPOConfig(**{**settings, **changes})
 
 
@@ -151,9 +152,11 @@ def test_finetune_commands_and_their_errors(base_checkpoint, tmp_path, capsys, f
     code, out, err = run_cli(capsys, "finetune", "grpo", "--checkpoint", base_checkpoint, "--tasks", "compare",
                              "--prompts_per_step", 2, "--group_size", 2, "--max_steps", 1, "--max_new_tokens", 4,
                              "--eval_tasks", "compare", "--eval_examples", 2, "--out_dir", tmp_path / "g",
-                             "--lora", "--no-progress")
+                             "--lora", "--grade_truncated", "--no-progress")
     assert code == 0, err
     assert "held-out greedy pass@1" in out and (tmp_path / "g" / "final_model.pt").is_file()
+    record = json.loads((tmp_path / "g" / "log.jsonl").read_text().splitlines()[-1])
+    assert record["truncated"] == 1.0 and record["accuracy"] > 0      # --grade_truncated: graded anyway
     code, _, err = run_cli(capsys, "finetune", "grpo", "--checkpoint", base_checkpoint, "--out_dir", tmp_path / "g",
                            "--no-progress")
     assert code == 2 and "--resume" in err                      # a run is there already
@@ -195,3 +198,15 @@ def test_grpo_on_several_families_mixes_them_in_every_step(base_checkpoint, tmp_
     for record in result.history:       # one question of each family per step, each answered 4 times
         per_family = [record["accuracy/addition"], record["accuracy/compare"]]
         assert record["accuracy"] == pytest.approx(sum(per_family) / 2)
+
+
+def test_grpo_gives_no_reward_to_an_answer_cut_off_at_max_new_tokens(base_checkpoint, tmp_path, fake_rewards):
+    """The tiny model's answers all run to max_new_tokens; the stand-in checker would accept about
+    half of them, but an answer that never ended states no final answer: reward 0, no signal."""
+    from llm_from_scratch.pipelines import finetune_grpo
+
+    result = finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "run", max_steps=1, eval_tasks="none",
+                                        grade_truncated=False))
+    record = result.history[0]
+    assert record["truncated"] == 1.0
+    assert record["reward"] == record["accuracy"] == 0.0 and record["no_signal"] == 1.0

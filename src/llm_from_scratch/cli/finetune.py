@@ -161,6 +161,8 @@ def _add_grpo(tasks) -> None:
     add_flag(p, "clip_eps", type=float, default=0.2, help="clipping of the policy ratio (default %(default)s)")
     add_flag(p, "kl_coef", type=float, default=0.0, help="KL penalty to the start model (default 0: off)")
     add_flag(p, "format_reward", type=float, default=0.0, help="reward for the asked answer format (default 0)")
+    add_flag(p, "grade_truncated", action="store_true",
+             help="grade answers cut off at --max_new_tokens too (default: they get reward 0)")
     add_flag(p, "inner_steps", type=int, default=1, help="gradient steps per batch of answers (default 1)")
     add_flag(p, "scale_rewards", action=argparse.BooleanOptionalAction, default=True,
              help="divide advantages by the group's std (default on)")
