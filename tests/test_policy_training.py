@@ -80,6 +80,7 @@ def test_grpo_interrupted_and_resumed_equals_one_run(base_checkpoint, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "cut", lora=lora, kl_coef=0.1, inner_steps=2))
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["policy_state"]["step"] == 2
+    assert (tmp_path / "cut" / "training.png").stat().st_size > 1000   # the curves so far
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after training
     monkeypatch.setattr(GRPOStep, "__call__", real_call)
     finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "cut", lora=lora, kl_coef=0.1, inner_steps=2,

@@ -110,6 +110,7 @@ class PolicyTrainer:
                     grad_norm = self._update()
                 except KeyboardInterrupt:
                     self._save_on_interrupt(bar)
+                    self.plot()              # the curves so far: an interrupted run is looked at too
                     raise
                 state.seconds += time.perf_counter() - clock
                 state.step += 1
