@@ -61,7 +61,7 @@ class GRPOConfig(PolicyConfig):
     aggregation: str = "token"           # token (mean over all answer tokens) or sequence (per answer first)
 
 
-GRPO_PLOT = ("reward", "accuracy", "completion_tokens", "entropy", "no_signal", "kl")
+GRPO_PLOT = ("reward", "accuracy", "completion_tokens", "truncated", "entropy", "no_signal", "kl")
 
 
 def check_grpo_config(c: GRPOConfig) -> None:
