@@ -1,7 +1,7 @@
 """How long one GRPO/DPO update takes: the output head at every position, or at the answers only.
 
-    .venv/bin/python benchmarks/bench_policy_update.py                  # 3 rounds, fp32 and bf16 (~6 min)
-    .venv/bin/python benchmarks/bench_policy_update.py --precisions fp32 --rounds 5
+    .venv/bin/python benchmarks/bench_policy_update.py                  # 3 rounds, fp32 and bf16 (~50 min)
+    .venv/bin/python benchmarks/bench_policy_update.py --precisions bf16   # ~25 min: a trial is ~4 min
 
 The update of a policy-learning step (`pipelines/grpo.py`) is a forward and a backward pass
 over prompt + answer rows, of which only the answer tokens are scored. The output head (576 x
