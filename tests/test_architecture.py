@@ -124,3 +124,41 @@ def test_no_module_is_too_long():
             too_long[name] = lines
     assert not too_long, (f"modules over {MAX_LINES} lines: {too_long}. Split each along its seams "
                           "(one concept per module), keeping its public names importable from the old path.")
+
+
+# The one training loop: only these modules may update weights. `optim.py` defines the optimizers
+# (Muon + AdamW step together inside one); every method of training asks the trainer instead.
+UPDATES_ALLOWED_IN = {"llm_from_scratch.training.trainer", "llm_from_scratch.training.optim"}
+
+
+def weight_updates(path: Path) -> list[int]:
+    """Lines of `path` that update weights as a training loop does: `<...optim...>.step()`,
+    `scaler.step(...)` or a gradient clip (`clip_grad_norm_`)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        receiver = ast.unparse(node.func.value).lower()
+        if node.func.attr == "step" and ("optim" in receiver or receiver.endswith(("opt", "scaler"))):
+            lines.append(node.lineno)
+        elif node.func.attr == "clip_grad_norm_":
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_update_finder_sees_an_optimizer_step(tmp_path):
+    second_loop = tmp_path / "loop.py"
+    second_loop.write_text("def train(model, optimizer, loss):\n    loss.backward()\n    self.optimizer.step()\n"
+                           "    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n    scheduler.step()\n")
+    assert weight_updates(second_loop) == [3, 4]
+
+
+def test_there_is_one_training_loop():
+    """Pretraining, fine-tuning, DPO and GRPO all train through training/trainer.py: a second
+    module that steps an optimizer is a second training loop (with its own resume, logging and
+    precision to keep in step), so it fails here. A new method belongs in a `TrainingMethod`."""
+    found = {name: lines for name, path in module_files().items()
+             if name not in UPDATES_ALLOWED_IN and (lines := weight_updates(path))}
+    assert not found, ("weights are updated outside the training loop: " + ", ".join(
+        f"{name} (lines {lines})" for name, lines in found.items()) + ". Write a TrainingMethod (training/method.py) "
+        "whose train_step calls trainer.update() instead.")

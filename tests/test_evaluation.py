@@ -57,8 +57,8 @@ def test_evaluation_scores_the_same_spread_sample_every_time():
     train = DataLoader(val, batch_size=4, shuffle=True, drop_last=True)
     trainer = GPTTrainer(model, train, DataLoader(val, batch_size=4), precision="fp32", eval_batches=5,
                          max_steps=1, progress=False)
-    _, first = trainer.evaluate()
-    _, second = trainer.evaluate()
+    _, first = trainer.method.sampled_losses()
+    _, second = trainer.method.sampled_losses()
     assert first == second
     indices = sample_indices(len(val), 5 * 4, trainer.config.seed)
     assert max(indices) > len(val) // 2
@@ -70,7 +70,8 @@ def test_the_final_loss_is_the_whole_split_and_equals_disjoint_window_perplexity
     val = TokenWindowDataset(tokens.numpy(), CONTEXT)
     train = DataLoader(val, batch_size=4, shuffle=True, drop_last=True)
     history = GPTTrainer(model, train, DataLoader(val, batch_size=7), precision="fp32", eval_batches=1,
-                         max_steps=3, eval_interval=3, out_dir=str(tmp_path), progress=False).train()
+                         max_steps=3, eval_interval=3, out_dir=str(tmp_path), progress=False,
+                         final_eval_tokens="all").train()
     final = history[-1]
     assert final["final_val_whole_split"] is True and final["final_val_tokens"] == 60 * CONTEXT
     total, count = sequence_nll(model, tokens, stride=CONTEXT)
@@ -86,7 +87,7 @@ def test_a_big_split_gets_a_stated_sample_for_the_final_loss():
     val = TokenWindowDataset(tokens.numpy(), CONTEXT)
     trainer = GPTTrainer(model, DataLoader(val, batch_size=4, drop_last=True), DataLoader(val, batch_size=4),
                          precision="fp32", final_eval_tokens=30 * CONTEXT, max_steps=1, progress=False)
-    result = trainer.final_validation_loss()
+    result = trainer.method.final_validation_loss()
     assert result["whole_split"] is False and result["tokens"] == 30 * CONTEXT
 
 

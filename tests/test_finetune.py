@@ -132,7 +132,8 @@ def test_the_shared_trainer_trains_a_classifier_with_accuracy_plots_and_checkpoi
 
 def test_classifier_training_resumes_exactly(tmp_path, monkeypatch):
     straight, _ = train_classifier(tmp_path, steps=8, out="straight")
-    real_loss, calls = GPTTrainer._loss, {"n": 0}
+    from llm_from_scratch.training.next_token import NextTokenMethod
+    real_loss, calls = NextTokenMethod._loss, {"n": 0}
 
     def interrupt_at_step_6(*args):
         calls["n"] += 1
@@ -140,10 +141,10 @@ def test_classifier_training_resumes_exactly(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_loss(*args)
 
-    monkeypatch.setattr(GPTTrainer, "_loss", interrupt_at_step_6)
+    monkeypatch.setattr(NextTokenMethod, "_loss", interrupt_at_step_6)
     with pytest.raises(KeyboardInterrupt):
         train_classifier(tmp_path, steps=8, out="part")
-    monkeypatch.setattr(GPTTrainer, "_loss", real_loss)
+    monkeypatch.setattr(NextTokenMethod, "_loss", real_loss)
     resumed, _ = train_classifier(tmp_path, steps=8, resume=str(tmp_path / "part" / "last.pt"), out="part")
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

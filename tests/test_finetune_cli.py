@@ -164,19 +164,20 @@ def test_sigterm_saves_a_fine_tuning_run_that_resumes_to_the_same_weights(base_c
     code, _, err = finetune(tmp_path / "whole")
     assert code == 0, err
 
-    real_step = GPTTrainer._train_step
+    from llm_from_scratch.training.next_token import NextTokenMethod
+    real_step = NextTokenMethod.train_step
 
-    def sigterm_during_step_4(self, batches):
-        if self.state.step == 3:                     # last.pt on disk is from step 2's evaluation
+    def sigterm_during_step_4(self, trainer, step):
+        if step == 3:                     # last.pt on disk is from step 2's evaluation
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(self, batches)
+        return real_step(self, trainer, step)
 
-    monkeypatch.setattr(GPTTrainer, "_train_step", sigterm_during_step_4)
+    monkeypatch.setattr(NextTokenMethod, "train_step", sigterm_during_step_4)
     code, out, err = finetune(tmp_path / "cut")
     assert code == 130 and "interrupted" in err
     assert "saved" in out and load_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["step"] == 3
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after training
-    monkeypatch.setattr(GPTTrainer, "_train_step", real_step)
+    monkeypatch.setattr(NextTokenMethod, "train_step", real_step)
     code, _, err = finetune(tmp_path / "cut", "--resume")
     assert code == 0, err
     whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]

@@ -120,7 +120,7 @@ def _train(fast: bool, tied: bool, accum: int):
     trainer = GPTTrainer(model, loader, None, max_steps=6, eval_interval=100, progress=False, device="cpu",
                          precision="fp32", grad_accum_steps=accum, fused_loss=fast,
                          sparse_embedding_grad=fast, tune_malloc=False)
-    assert trainer.fused_loss is fast
+    assert trainer.method.fused_loss is fast
     assert model.tok_emb.sparse is (fast and tied)
     trainer.train()
     return model

@@ -61,18 +61,19 @@ def test_llama_micro_trains_resumes_bit_exactly_and_generates(corpus_dir, tmp_pa
     assert ckpt["model_config"]["context_length"] == 32 and ckpt["model_config"]["drop_rate"] == 0.1
     assert type(whole.model).__name__ == "LlamaModel"
 
-    real_step = GPTTrainer._train_step
+    from llm_from_scratch.training.next_token import NextTokenMethod
+    real_step = NextTokenMethod.train_step
 
-    def interrupted_during_step_4(self, batches):
-        if self.state.step == 3:
+    def interrupted_during_step_4(self, trainer, step):
+        if step == 3:
             raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, in a pipeline) does
-        return real_step(self, batches)
+        return real_step(self, trainer, step)
 
-    monkeypatch.setattr(GPTTrainer, "_train_step", interrupted_during_step_4)
+    monkeypatch.setattr(NextTokenMethod, "train_step", interrupted_during_step_4)
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_run(corpus_dir, tmp_path / "cut", **llama))
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["step"] == 3
-    monkeypatch.setattr(GPTTrainer, "_train_step", real_step)
+    monkeypatch.setattr(NextTokenMethod, "train_step", real_step)
     # resuming needs neither the model, its overrides nor the corpus: the checkpoint records them
     resumed = pretrain(tiny_run(corpus_dir, tmp_path / "cut", model_type=None, dropout=None, context_length=None,
                                 dataset=None, tokenizer=None, max_steps=6, resume=True))

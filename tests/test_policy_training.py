@@ -6,6 +6,7 @@ deterministic stand-in (`_fake_checker`) that rewards some answers: GRPO then ha
 both rewards, and on-policy DPO has pairs. The checkers themselves are tested in test_tasks.py."""
 
 import json
+import math
 import os
 import signal
 
@@ -66,31 +67,33 @@ def test_grpo_with_lora_changes_only_the_adapters(base_checkpoint, tmp_path, fak
 @pytest.mark.parametrize("lora", [False, True])
 def test_grpo_interrupted_and_resumed_equals_one_run(base_checkpoint, tmp_path, fake_rewards, monkeypatch, lora):
     from llm_from_scratch.pipelines import finetune_grpo
-    from llm_from_scratch.pipelines.grpo import GRPOStep
+    from llm_from_scratch.pipelines.grpo import GRPOMethod
 
     finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "whole", lora=lora, kl_coef=0.1, inner_steps=2))
-    real_call = GRPOStep.__call__
+    real_call = GRPOMethod.train_step
 
-    def interrupt_at_step_3(self, step):
+    def interrupt_at_step_3(self, trainer, step):
         if step == 2:          # `kill` during the third step: saved like Ctrl-C (sigterm_as_ctrl_c)
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_call(self, step)
+        return real_call(self, trainer, step)
 
-    monkeypatch.setattr(GRPOStep, "__call__", interrupt_at_step_3)
+    monkeypatch.setattr(GRPOMethod, "train_step", interrupt_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "cut", lora=lora, kl_coef=0.1, inner_steps=2))
-    assert load_checkpoint(tmp_path / "cut" / "last.pt")["policy_state"]["step"] == 2
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["step"] == 2
     assert (tmp_path / "cut" / "training.png").stat().st_size > 1000   # the curves so far
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after training
-    monkeypatch.setattr(GRPOStep, "__call__", real_call)
+    monkeypatch.setattr(GRPOMethod, "train_step", real_call)
     finetune_grpo(_grpo_config(base_checkpoint, tmp_path / "cut", lora=lora, kl_coef=0.1, inner_steps=2,
                                resume=True))
     whole = load_checkpoint(tmp_path / "whole" / "last.pt")
     resumed = load_checkpoint(tmp_path / "cut" / "last.pt")
-    for name, tensor in whole["trainable"].items():
-        assert torch.equal(tensor, resumed["trainable"][name]), name
-    assert [h["reward"] for h in whole["policy_state"]["history"]] == \
-        [h["reward"] for h in resumed["policy_state"]["history"]]
+    weights = "trainable" if lora else "model"          # LoRA: last.pt holds the adapters only
+    assert set(whole[weights]) == set(resumed[weights])
+    for name, tensor in whole[weights].items():
+        assert torch.equal(tensor, resumed[weights][name]), name
+    assert [h["reward"] for h in whole["train_state"]["history"]] == \
+        [h["reward"] for h in resumed["train_state"]["history"]]
     assert len((tmp_path / "cut" / "log.jsonl").read_text().splitlines()) == 4
 
 
@@ -112,33 +115,49 @@ def _dpo_config(base_checkpoint, out_dir, **changes):
 @pytest.mark.parametrize("lora", [False, True])
 def test_dpo_from_a_file_learns_the_pairs_and_resumes_exactly(base_checkpoint, tmp_path, monkeypatch, lora):
     from llm_from_scratch.pipelines import finetune_dpo
-    from llm_from_scratch.pipelines.dpo import DPOStep
+    from llm_from_scratch.pipelines.dpo import DPOMethod
 
     data = _pairs_file(tmp_path / "pairs.jsonl")
     result = finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "whole", data=data, lora=lora, max_steps=6))
     first, last = result.history[0], result.history[-1]
-    assert first["loss"] == pytest.approx(0.6931, abs=1e-3)   # policy == reference at the start: log 2
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-7)   # policy == reference at the start: log 2
     assert last["loss"] < first["loss"] and last["reward_margin"] > 0
-    assert (tmp_path / "whole" / "reference_logps.pt").is_file()
-    real_call = DPOStep.__call__
+    real_call = DPOMethod.train_step
 
-    def interrupt_at_step_4(self, step):
+    def interrupt_at_step_4(self, trainer, step):
         if step == 3:
             raise KeyboardInterrupt
-        return real_call(self, step)
+        return real_call(self, trainer, step)
 
-    monkeypatch.setattr(DPOStep, "__call__", interrupt_at_step_4)
+    monkeypatch.setattr(DPOMethod, "train_step", interrupt_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "cut", data=data, lora=lora, max_steps=6))
-    monkeypatch.setattr(DPOStep, "__call__", real_call)
+    monkeypatch.setattr(DPOMethod, "train_step", real_call)
     finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "cut", data=data, lora=lora, max_steps=6, resume=True))
-    whole = load_checkpoint(tmp_path / "whole" / "last.pt")["trainable"]
-    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")["trainable"]
+    weights = "trainable" if lora else "model"
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")[weights]
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")[weights]
     for name in whole:
         assert torch.equal(whole[name], resumed[name]), name
 
 
-def test_dpo_on_policy_pairs_come_from_the_checker(base_checkpoint, tmp_path, fake_rewards):
+@pytest.fixture
+def answers_end(monkeypatch):
+    """A tiny random model never says its end-of-turn token, so every sampled answer is cut off:
+    mark them as ended, as a trained model's would be."""
+    import llm_from_scratch.evaluation.tasks as task_eval
+    real = task_eval.answer_tasks
+
+    def ended(*args, **kwargs):
+        groups = real(*args, **kwargs)
+        for group in groups:
+            for answer in group:
+                answer.finish_reason = "stop"
+        return groups
+    monkeypatch.setattr(task_eval, "answer_tasks", ended)
+
+
+def test_dpo_on_policy_pairs_come_from_the_checker(base_checkpoint, tmp_path, fake_rewards, answers_end):
     from llm_from_scratch.finetune.dpo import load_preference_pairs
     from llm_from_scratch.pipelines import finetune_dpo
 

@@ -157,17 +157,18 @@ def test_modern_recipe_trains_resumes_exactly_generates_and_refuses_gpt2_exports
     assert whole.history[-1]["train_seconds"] > 0
     assert "recipe modern" in capsys.readouterr().out
 
-    real_step = GPTTrainer._train_step
+    from llm_from_scratch.training.next_token import NextTokenMethod
+    real_step = NextTokenMethod.train_step
 
-    def interrupted_during_step_4(self, batches):
-        if self.state.step == 3:
+    def interrupted_during_step_4(self, trainer, step):
+        if step == 3:
             raise KeyboardInterrupt
-        return real_step(self, batches)
+        return real_step(self, trainer, step)
 
-    monkeypatch.setattr(GPTTrainer, "_train_step", interrupted_during_step_4)
+    monkeypatch.setattr(NextTokenMethod, "train_step", interrupted_during_step_4)
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_run(corpus_dir, tmp_path / "cut", recipe="modern"))
-    monkeypatch.setattr(GPTTrainer, "_train_step", real_step)
+    monkeypatch.setattr(NextTokenMethod, "train_step", real_step)
     with pytest.raises(PipelineError, match="trained with --recipe modern, not book"):
         pretrain(tiny_run(corpus_dir, tmp_path / "cut", recipe="book", resume=True))
     resumed = pretrain(tiny_run(corpus_dir, tmp_path / "cut", resume=True))  # the checkpoint's recipe

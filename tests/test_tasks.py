@@ -327,6 +327,119 @@ def test_has_answer_format(completion, expected):
 
 
 # --------------------------------------------------------------------------------------
+# Edge cases: which answer is the final one, signs, equations, unfilled templates
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("completion, kind, expected", [
+    # A later "Answer:" overrides an earlier \boxed{} (the model changed its mind) ...
+    ("\\boxed{7}\nWait, that is wrong.\nAnswer: 8", "number", "8"),
+    ("\\boxed{7} ... Answer: 8", "number", "8"),
+    ("So \\boxed{3}.\n#### 4", "number", "4"),
+    ("\\boxed{7}\n#### Step 2: check it\n3 + 4 = 7", "number", "7"),     # a heading, not GSM8K's ####
+    # ... and a later \boxed{} overrides an earlier "Answer:".
+    ("Answer: 8 ... \\boxed{7}", "number", "7"),
+    ("Answer: 8\nHmm, let me check again: \\boxed{7}", "number", "7"),
+    ("Answer: \\boxed{7}", "number", "7"),
+    ("Final Answer: The final answer is $\\boxed{\\frac{1}{2}}$. I hope it is correct.", "math", "\\frac{1}{2}"),
+    # Several answer lines: the last one.
+    ("Answer: 5\nWait, let me recheck.\nAnswer: 6", "number", "6"),
+    ("\\boxed{5}\n\\boxed{6}\nAnswer: 7\n\\boxed{8}", "number", "8"),
+    # "the answer is" is conversation, not a statement of the answer: it never overrides one.
+    ("Answer: 7\nThe answer is 8 if you count twice.", "number", "7"),
+    ("\\boxed{7}\nI think the answer is 8.", "number", "7"),
+])
+def test_the_last_stated_answer_wins_whatever_its_form(completion, kind, expected):
+    assert extract_answer(completion, kind) == expected
+
+
+@pytest.mark.parametrize("completion, expected", [
+    ("Answer: - 7", "-7"),
+    ("Answer: \u2212 7", "-7"),
+    ("Answer:  -  12.5", "-12.5"),
+    ("\\boxed{- 7}", "-7"),
+    ("\\boxed{-7}", "-7"),
+    ("Answer: x = - 4", "-4"),
+    ("Answer: - \\frac{1}{2}", "-0.5"),
+    # a minus between two numbers is still a subtraction, not a sign
+    ("Answer: 10 - 3 = 7", "7"),
+    ("It fell from 4 - 11 degrees.", "11"),
+])
+def test_a_sign_separated_by_spaces_is_still_a_sign(completion, expected):
+    assert extract_answer(completion, "number") == expected
+
+
+def test_a_spaced_sign_decides_right_and_wrong():
+    assert checked("-7", "number", "Answer: - 7")
+    assert not checked("7", "number", "Answer: - 7")
+
+
+@pytest.mark.parametrize("completion, expected", [
+    # The line starts with a value: that value, whatever justification follows.
+    ("Answer: 7 = 10 - 3", "7"),
+    ("Answer: 7 (because 10 - 3 = 7)", "7"),
+    ("Answer: 7, since 3 + 4 = 7", "7"),
+    ("Answer: 12 apples = 3 * 4", "12"),
+    ("Answer: $7 = 10 - 3$", "7"),
+    ("Answer: 14/2 = 7", "7"),
+    # The line starts with a calculation or a name: the result after its last "=".
+    ("Answer: 10 - 3 = 7", "7"),
+    ("Answer: 3 + 4 = 7", "7"),
+    ("Answer: 2 * 3 + 1 = 7", "7"),
+    ("Answer: 3.5 + 3.5 = 7", "7"),
+    ("Answer: 7 x 2 = 14", "14"),
+    ("Answer: 7 \u00d7 2 = 14", "14"),
+    ("Answer: x = 5", "5"),
+    ("Answer: 2x = 10, so x = 5", "5"),
+    ("Answer: 1/2 + 1/2 = 1", "1"),
+])
+def test_an_answer_line_reads_the_value_it_states(completion, expected):
+    assert extract_answer(completion, "number") == expected
+
+
+@pytest.mark.parametrize("completion", [
+    "Answer: <answer>",
+    ANSWER_INSTRUCTION,
+    MATH_ANSWER_INSTRUCTION,
+    "Answer: \\boxed{<answer>}",
+    "Answer: **<answer>**",
+    "Answer: <your answer here>",
+    "Answer: ?",
+    "Answer: ...",
+    "Answer: $$",
+    "\\boxed{}",
+    "\\boxed{<answer>}",
+])
+def test_an_unfilled_answer_template_is_not_a_well_formed_answer(completion):
+    assert not has_answer_format(completion)
+
+
+@pytest.mark.parametrize("completion", ["Answer: 7", "Answer: - 7", "Answer: tac", "Answer: x < 7",
+                                        "Answer: \\boxed{7}", "Answer: [1, 4, 9]"])
+def test_a_filled_answer_is_well_formed(completion):
+    assert has_answer_format(completion)
+
+
+def test_an_echoed_template_is_not_read_as_the_answer():
+    assert extract_answer("Answer: <answer>", "text") is None
+    assert extract_answer("Answer: tac\nAnswer: <answer>", "text") == "tac"
+    assert extract_answer("Answer: \\boxed{7}\nAnswer: \\boxed{<answer>}", "math") == "7"
+
+
+@pytest.mark.parametrize("completion", ["Answer: 7.", "Answer: **7**", "Answer: $7$", "**Answer: 7**",
+                                        "Answer: 7 apples", "Answer:\n\n7", "\\boxed{7}.", "\\boxed{ 7 }",
+                                        "Answer: 7\n\nCheck: 3 + 4 = 7, and 8 would be too many."])
+def test_other_spellings_of_a_final_seven(completion):
+    assert extract_answer(completion, "number") == "7"
+
+
+def test_thousands_separators_and_negative_boxes():
+    assert extract_answer("Answer: 1,234", "number") == "1234"
+    assert extract_answer("Answer: -1,234.5", "number") == "-1234.5"
+    assert extract_answer("\\boxed{-7}", "number") == "-7"
+    assert checked("-7", "number", "The result is \\boxed{-7}.")
+
+
+# --------------------------------------------------------------------------------------
 # GSM8K and MATH-500 files
 # --------------------------------------------------------------------------------------
 

@@ -142,7 +142,8 @@ def test_the_final_validation_loss_equals_llmfs_evaluate_perplexity(corpus_dir, 
     as `llmfs evaluate perplexity` with disjoint windows (which also scores the split's last,
     partial window: hence 0.5%, not exact). fp32 pinned."""
     out = tmp_path / "run"
-    assert _train(corpus_dir, out, "--max_steps", "30", "--eval_interval", "10", "--precision", "fp32") == 0
+    assert _train(corpus_dir, out, "--max_steps", "30", "--eval_interval", "10", "--precision", "fp32",
+                  "--final_eval_tokens", "all") == 0
     printed = capsys.readouterr().out
     final = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert final["final_val_whole_split"] is True

@@ -80,8 +80,8 @@ def test_interrupted_and_resumed_run_reaches_the_same_weights(sample_text, tmp_p
     straight = torch.nn.utils.parameters_to_vector(model.parameters())
 
     class CrashingTrainer(GPTTrainer):
-        def _evaluate_and_save(self, *args):
-            super()._evaluate_and_save(*args)
+        def _evaluate_and_save(self, *args, **kwargs):
+            super()._evaluate_and_save(*args, **kwargs)
             if self.state.step == 8:
                 raise Crash
 
@@ -232,8 +232,8 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(sample_text, tmp_path, m
     GPTTrainer(model, train, val, **settings).train()
     straight = torch.nn.utils.parameters_to_vector(model.parameters())
 
-    import llm_from_scratch.training.trainer as trainer_module
-    real_loss = trainer_module.GPTTrainer._loss
+    from llm_from_scratch.training.next_token import NextTokenMethod
+    real_loss = NextTokenMethod._loss
     calls = {"n": 0}
 
     def interrupting_loss(*args):
@@ -242,11 +242,11 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(sample_text, tmp_path, m
             raise KeyboardInterrupt
         return real_loss(*args)
 
-    monkeypatch.setattr(trainer_module.GPTTrainer, "_loss", interrupting_loss)
+    monkeypatch.setattr(NextTokenMethod, "_loss", interrupting_loss)
     _, model, train, val = _setup(sample_text, drop_rate=0.2)
     with pytest.raises(KeyboardInterrupt):
         GPTTrainer(model, train, val, out_dir=str(tmp_path), **settings).train()
-    monkeypatch.setattr(trainer_module.GPTTrainer, "_loss", real_loss)
+    monkeypatch.setattr(NextTokenMethod, "_loss", real_loss)
     assert load_checkpoint(tmp_path / "last.pt")["train_state"]["step"] == 3
 
     _, model, train, val = _setup(sample_text, drop_rate=0.2)

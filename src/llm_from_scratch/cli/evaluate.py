@@ -20,6 +20,9 @@ import json
 from pathlib import Path
 
 from llm_from_scratch.cli.common import CommandError, add_flag, add_inference_flags, add_model_flags, load_from_args
+from llm_from_scratch.generation.defaults import SURFACE_DEFAULTS
+
+TASK_DEFAULTS = SURFACE_DEFAULTS["tasks"]  # `evaluate tasks`' sampling defaults
 
 
 def add_parser(subparsers) -> None:
@@ -75,13 +78,15 @@ def _add_tasks(kinds) -> None:
     add_flag(t, "math500", default=None, help="a MATH-500-format JSONL file you have (problem, answer)")
     add_flag(t, "num_samples", type=int, default=8,
              help="sampled answers per question for pass@k and the vote (default %(default)s; 0: greedy only)")
-    add_flag(t, "temperature", type=float, default=0.7, help="sampling temperature (default %(default)s)")
-    add_flag(t, "top_p", type=float, default=None)
-    add_flag(t, "top_k", type=int, default=None)
+    add_flag(t, "temperature", type=float, default=TASK_DEFAULTS["temperature"],
+             help="sampling temperature (default %(default)s)")
+    add_flag(t, "top_p", type=float, default=TASK_DEFAULTS["top_p"])
+    add_flag(t, "top_k", type=int, default=TASK_DEFAULTS["top_k"])
     add_flag(t, "vote", action=argparse.BooleanOptionalAction, default=True,
              help="majority vote over the samples (self-consistency; default on)")
     add_flag(t, "greedy", action=argparse.BooleanOptionalAction, default=True, help="greedy pass@1 (default on)")
-    add_flag(t, "max_new_tokens", type=int, default=128)
+    add_flag(t, "max_new_tokens", type=int, default=TASK_DEFAULTS["max_tokens"],
+             help="longest answer (default %(default)s)")
     add_flag(t, "batch_size", type=int, default=32, help="answers decoded together (default %(default)s)")
     add_flag(t, "seed", type=int, default=0, help="which questions, and the sampling (default %(default)s)")
     add_flag(t, "style", default="auto", choices=["auto", "alpaca", "phi3", "chat"])

@@ -11,15 +11,15 @@ tune it further from preferences (DPO) or from verifiable rewards (GRPO).
     llmfs finetune dpo --model smollm2-135m-instruct --tasks count_letters --lora      # pairs sampled on-policy
     llmfs finetune dpo --model smollm2-135m-instruct --data pairs.jsonl --tasks none   # {prompt, chosen, rejected}
 
-Both use the shared training loop (progress, checkpoints in --out_dir, --resume, TensorBoard,
-loss plots) with the material's settings as defaults (AdamW, lr 5e-5, weight decay 0.1).
+All four train through the project's one training loop (progress, checkpoints in --out_dir,
+--resume, Ctrl-C saves, TensorBoard, plots) and share one set of training flags; instruct and
+classify start from the material's settings (AdamW, lr 5e-5, weight decay 0.1).
 
 The SMS Spam Collection is prepared as in the material: all 5,574 messages, ham undersampled to
 the 747 spam, a seeded 70/10/20 split. A single CSV of your own is split the same way; a folder
 with train.csv, validation.csv and test.csv is used as it is.
 
-DPO and GRPO have their own loop (`finetune/policy_trainer.py`: the same checkpoints, --resume,
-TensorBoard and plots) and score held-out task questions before, during and after training.
+DPO and GRPO score held-out task questions before, during and after training.
 
 The work is done by `llm_from_scratch.pipelines.finetune_instruct`, `.finetune_classifier`,
 `.finetune_dpo` and `.finetune_grpo`:
@@ -45,30 +45,62 @@ def add_parser(subparsers) -> None:
     p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
 
 
-def add_training_flags(p, epochs: float, lr: float, eval_interval: int | None, eval_batches: int) -> None:
-    """The flags of `pipelines.finetuning.FinetuneConfig`, with each task's defaults."""
+# What each training flag means; the defaults are read from the stage's config class (pipelines/),
+# so a default is written once, where the library call sees it too.
+TRAINING_FLAG_HELP = {
+    "epochs": "passes over the training data",
+    "max_steps": "optimizer steps (for instruct/classify: instead of --epochs)",
+    "lr": "peak learning rate",
+    "weight_decay": "AdamW weight decay on the weight matrices",
+    "warmup_steps": "steps of linear learning-rate warmup",
+    "grad_clip": "clip the gradient norm to this",
+    "batch_size": "rows per batch (DPO/GRPO: answers decoded together)",
+    "grad_accum": "micro-batches whose gradients add up to one step",
+    "micro_batch": "rows per forward/backward pass (gradients add up)",
+    "eval_interval": "steps between evaluations (default: sized to the run)",
+    "eval_batches": "batches per evaluation (default: sized to the run)",
+    "eval_tasks": "held-out families scored before/during/after (all, a list, none)",
+    "eval_examples": "held-out questions per family",
+    "policy_max_new_tokens": "longest sampled answer (default: 96, or what the model's context leaves after the prompt)",
+    "lora": "train LoRA adapters instead of the weights",
+    "lora_rank": "rank of the LoRA adapters",
+    "lora_alpha": "LoRA scale: the adapters' output is multiplied by alpha / rank",
+    "out_dir": "where checkpoints, logs and pictures go (default: checkpoints/<task>-<model>)",
+    "resume": "continue <out_dir>/last.pt exactly",
+    "seed": "seed of everything random in the run",
+    "device": "auto, cpu, cuda or mps",
+}
+
+
+def add_training_flags(p, config_class, lr_help: str | None = None) -> None:
+    """The training flags of `config_class` (a `TrainingSettings` dataclass), with its defaults."""
+    import dataclasses
+
+    from llm_from_scratch.pipelines.policy import PolicyConfig
+
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
     g = p.add_argument_group("training")
-    add_flag(g, "epochs", type=float, default=epochs, help="passes over the training data (default %(default)s)")
-    add_flag(g, "max_steps", type=int, default=None, help="stop after this many optimizer steps instead")
-    add_flag(g, "lr", type=float, default=lr, help="peak learning rate (default %(default)s)")
-    add_flag(g, "weight_decay", type=float, default=0.1)
-    add_flag(g, "warmup_steps", type=int, default=0)
-    add_flag(g, "batch_size", type=int, default=8)
-    add_flag(g, "grad_accum", type=int, default=1)
-    add_flag(g, "eval_interval", type=int, default=eval_interval, help="steps between evaluations")
-    add_flag(g, "eval_batches", type=int, default=eval_batches, help="batches per evaluation (default %(default)s)")
-    add_flag(g, "lora", action="store_true", help="train LoRA adapters instead of the weights")
-    add_flag(g, "lora_rank", type=int, default=16)
-    add_flag(g, "lora_alpha", type=float, default=16.0)
-    add_flag(g, "out_dir", default=None)
-    add_flag(g, "resume", action="store_true", help="continue <out_dir>/last.pt exactly")
-    add_flag(g, "seed", type=int, default=123)
-    add_flag(g, "device", default="auto")
+    for key, help_text in TRAINING_FLAG_HELP.items():
+        name = key.removeprefix("policy_")       # DPO/GRPO's max_new_tokens (instruct has its own meaning)
+        if name not in fields or (key != name and not issubclass(config_class, PolicyConfig)):
+            continue
+        default = fields[name].default
+        if name == "lr" and lr_help:
+            help_text = lr_help
+        if isinstance(default, bool):
+            add_flag(g, name, action="store_true", help=help_text)
+            continue
+        kind = {"epochs": float, "lr": float, "weight_decay": float, "grad_clip": float, "lora_alpha": float,
+                "out_dir": str, "device": str, "eval_tasks": str}.get(name, int)
+        shown = "" if default is None else " (default %(default)s)"
+        add_flag(g, name, type=kind, default=default, help=help_text + shown)
     add_precision_flag(g)
     add_flag(g, "progress", action=argparse.BooleanOptionalAction, default=True)
 
 
 def _add_instruct(tasks) -> None:
+    from llm_from_scratch.pipelines import InstructConfig
+
     p = tasks.add_parser("instruct", help="instruction fine-tuning (Alpaca-format data)",
                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
@@ -80,9 +112,10 @@ def _add_instruct(tasks) -> None:
              help="prompt format: auto = the model's chat template if it has one, else alpaca")
     add_flag(p, "mask_prompt", action="store_true", help="leave the instruction tokens out of the loss")
     add_flag(p, "allowed_max_length", type=int, default=None, help="truncate examples (default: the context)")
-    add_flag(p, "max_new_tokens", type=int, default=32, help="longest answer generated for the test set")
+    add_flag(p, "max_new_tokens", type=int, default=InstructConfig.max_new_tokens,
+             help="longest answer generated for the test set (default %(default)s)")
     add_flag(p, "skip_baseline", action="store_true", help="do not score the model before fine-tuning")
-    add_training_flags(p, epochs=2, lr=5e-5, eval_interval=None, eval_batches=5)
+    add_training_flags(p, InstructConfig)
     p.set_defaults(handler=run_instruct)
 
 
@@ -102,36 +135,18 @@ def _add_classify(tasks) -> None:
     add_flag(p, "pool", default="last_token", choices=POOLING,
              help="read the head at the last real token (default) or at the last position (the material)")
     add_flag(p, "max_length", type=int, default=None, help="truncate texts (default: the longest, capped at the context)")
-    add_training_flags(p, epochs=5, lr=5e-5, eval_interval=50, eval_batches=5)
+    from llm_from_scratch.pipelines import ClassifierConfig
+    add_training_flags(p, ClassifierConfig)
+    add_flag(p, "lora", action="store_true", help="train LoRA adapters (the same as --trainable lora)")
     p.set_defaults(handler=run_classify)
 
 
-def add_policy_flags(p, lr_help: str) -> None:
-    """The flags of `pipelines.policy.PolicyConfig` (DPO and GRPO)."""
-    g = p.add_argument_group("training")
-    add_flag(g, "max_steps", type=int, default=100, help="optimizer steps (default %(default)s)")
-    add_flag(g, "lr", type=float, default=None, help=lr_help)
-    add_flag(g, "weight_decay", type=float, default=0.0)
-    add_flag(g, "warmup_steps", type=int, default=0)
-    add_flag(g, "grad_clip", type=float, default=1.0)
-    add_flag(g, "lora", action="store_true", help="train LoRA adapters instead of all weights")
-    add_flag(g, "lora_rank", type=int, default=16)
-    add_flag(g, "lora_alpha", type=float, default=32.0)
-    add_flag(g, "max_new_tokens", type=int, default=96, help="longest sampled answer (default %(default)s)")
-    add_flag(g, "batch_size", type=int, default=64, help="answers decoded together (default %(default)s)")
-    add_flag(g, "micro_batch", type=int, default=16, help="rows per forward/backward pass (default %(default)s)")
-    add_flag(g, "eval_tasks", default="all", help="held-out families scored before/during/after (all, a list, none)")
-    add_flag(g, "eval_examples", type=int, default=50, help="held-out questions per family (default %(default)s)")
-    add_flag(g, "eval_interval", type=int, default=None, help="steps between held-out scorings (default: 5 per run)")
-    add_flag(g, "out_dir", default=None)
-    add_flag(g, "resume", action="store_true", help="continue <out_dir>/last.pt exactly")
-    add_flag(g, "seed", type=int, default=123)
-    add_flag(g, "device", default="auto")
-    add_flag(g, "precision", default="auto", choices=["auto", "fp32", "bf16"])
-    add_flag(g, "progress", action=argparse.BooleanOptionalAction, default=True)
+POLICY_LR_HELP = "peak learning rate (default 2e-4 with --lora, 2e-6 for all weights)"
 
 
 def _add_dpo(tasks) -> None:
+    from llm_from_scratch.pipelines import DPOConfig
+
     p = tasks.add_parser("dpo", help="preference tuning (DPO) on pairs from a file or sampled on-policy",
                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
@@ -141,33 +156,40 @@ def _add_dpo(tasks) -> None:
     add_flag(p, "difficulty", type=int, default=None, choices=[1, 2, 3])
     add_flag(p, "num_prompts", type=int, default=256, help="training questions sampled for pairs (default %(default)s)")
     add_flag(p, "samples_per_prompt", type=int, default=8, help="answers per question (default %(default)s)")
-    add_flag(p, "temperature", type=float, default=1.0)
-    add_flag(p, "beta", type=float, default=0.1, help="DPO's beta: larger keeps the model nearer the reference")
-    add_flag(p, "pairs_per_step", type=int, default=8)
-    add_policy_flags(p, "peak learning rate (default 2e-4 with --lora, 2e-6 for all weights)")
+    add_flag(p, "temperature", type=float, default=DPOConfig.temperature)
+    add_flag(p, "beta", type=float, default=DPOConfig.beta,
+             help="DPO's beta: larger keeps the model nearer the reference (default %(default)s)")
+    add_flag(p, "pairs_per_step", type=int, default=DPOConfig.pairs_per_step)
+    add_training_flags(p, DPOConfig, POLICY_LR_HELP)
     p.set_defaults(handler=run_dpo)
 
 
 def _add_grpo(tasks) -> None:
+    from llm_from_scratch.pipelines import GRPOConfig
+
+    c = GRPOConfig
     p = tasks.add_parser("grpo", help="reinforcement learning with verifiable rewards (GRPO) on the tasks",
                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_flags(p)
     add_flag(p, "tasks", default="count_letters", help="training task families (default %(default)s; or all)")
     add_flag(p, "difficulty", type=int, default=None, choices=[1, 2, 3])
-    add_flag(p, "prompts_per_step", type=int, default=8, help="questions per step (default %(default)s)")
-    add_flag(p, "group_size", type=int, default=8, help="answers sampled per question, G (default %(default)s)")
-    add_flag(p, "temperature", type=float, default=1.0)
-    add_flag(p, "top_p", type=float, default=None)
-    add_flag(p, "clip_eps", type=float, default=0.2, help="clipping of the policy ratio (default %(default)s)")
-    add_flag(p, "kl_coef", type=float, default=0.0, help="KL penalty to the start model (default 0: off)")
-    add_flag(p, "format_reward", type=float, default=0.0, help="reward for the asked answer format (default 0)")
+    add_flag(p, "prompts_per_step", type=int, default=c.prompts_per_step, help="questions per step (default %(default)s)")
+    add_flag(p, "group_size", type=int, default=c.group_size,
+             help="answers sampled per question, G (default %(default)s)")
+    add_flag(p, "temperature", type=float, default=c.temperature, help="sampling temperature (default %(default)s)")
+    add_flag(p, "top_p", type=float, default=None, help="refused: GRPO's ratios need the whole distribution")
+    add_flag(p, "clip_eps", type=float, default=c.clip_eps, help="clipping of the policy ratio (default %(default)s)")
+    add_flag(p, "kl_coef", type=float, default=c.kl_coef, help="KL penalty to the start model (default %(default)s: off)")
+    add_flag(p, "format_reward", type=float, default=c.format_reward,
+             help="reward for the asked answer format (default %(default)s)")
     add_flag(p, "grade_truncated", action="store_true",
              help="grade answers cut off at --max_new_tokens too (default: they get reward 0)")
-    add_flag(p, "inner_steps", type=int, default=1, help="gradient steps per batch of answers (default 1)")
-    add_flag(p, "scale_rewards", action=argparse.BooleanOptionalAction, default=True,
+    add_flag(p, "inner_steps", type=int, default=c.inner_steps,
+             help="optimizer updates per batch of answers, PPO epochs (default %(default)s)")
+    add_flag(p, "scale_rewards", action=argparse.BooleanOptionalAction, default=c.scale_rewards,
              help="divide advantages by the group's std (default on)")
-    add_flag(p, "aggregation", default="token", choices=["token", "sequence"])
-    add_policy_flags(p, "peak learning rate (default 2e-4 with --lora, 2e-6 for all weights)")
+    add_flag(p, "aggregation", default=c.aggregation, choices=["token", "sequence"])
+    add_training_flags(p, GRPOConfig, POLICY_LR_HELP)
     p.set_defaults(handler=run_grpo)
 
 

@@ -87,8 +87,12 @@ def add_parser(subparsers) -> None:
     add_flag(g, "device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, mps")
     add_flag(g, "seed", type=int, default=123)
     g = p.add_argument_group("evaluation and output")
-    add_flag(g, "eval_interval", type=int, default=None, help="steps between evaluations (default: 10 per run)")
-    add_flag(g, "eval_batches", type=int, default=20)
+    add_flag(g, "eval_interval", type=int, default=None,
+             help="steps between evaluations (default: sized so that evaluating takes ~5%% of the run)")
+    add_flag(g, "eval_batches", type=int, default=None, help="batches per evaluation (default: sized to the run)")
+    add_flag(g, "final_eval_tokens", type=_final_eval_tokens, default="auto",
+             help="the end-of-run validation loss (fp32) over: auto (default: sized to the run, at most 1M "
+                  "tokens), all (the whole split), or a number of tokens")
     add_flag(g, "sample_prompt", default=None, help="prompt for the samples shown at each evaluation")
     add_flag(g, "out_dir", default=None, help="checkpoints, log, TensorBoard and loss.png (default checkpoints/<model_type>)")
     add_flag(g, "resume", nargs="?", const="auto", default=None,
@@ -103,3 +107,16 @@ def run(args: argparse.Namespace) -> int:
 
     pretrain(config_from_args(PretrainConfig, args, fused_loss=not args.no_fused_loss))
     return 0
+
+
+def _final_eval_tokens(text: str):
+    """--final_eval_tokens: "auto", "all" or a positive number of tokens."""
+    if text in ("auto", "all"):
+        return text
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected auto, all or a number of tokens, got {text!r}")
+    return value

@@ -27,6 +27,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from llm_from_scratch.generation.completions import Completion, sample_completions
+from llm_from_scratch.generation.defaults import TASK_EVAL_MAX_NEW_TOKENS, TASK_EVAL_TEMPERATURE
 from llm_from_scratch.generation.sampling import SamplingParams
 
 
@@ -140,9 +141,10 @@ def summarize(records: Sequence[dict[str, Any]], k: int) -> dict[str, dict[str, 
     return summary
 
 
-def evaluate_on_tasks(model, tokenizer, instances: Sequence, *, num_samples: int = 8, temperature: float = 0.7,
-                      top_p: float | None = None, top_k: int | None = None, max_new_tokens: int = 128,
-                      greedy: bool = True, batch_size: int = 32, seed: int = 0, style: str = "auto",
+def evaluate_on_tasks(model, tokenizer, instances: Sequence, *, num_samples: int = 8,
+                      temperature: float = TASK_EVAL_TEMPERATURE, top_p: float | None = None,
+                      top_k: int | None = None, max_new_tokens: int = TASK_EVAL_MAX_NEW_TOKENS, greedy: bool = True,
+                      batch_size: int = 32, seed: int = 0, style: str = "auto",
                       progress: bool = False) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
     """(summary per family, one record per instance): greedy pass@1 (unless `greedy=False`) and,
     with `num_samples` > 0, pass@k and vote@k over that many samples at `temperature`."""
@@ -154,7 +156,7 @@ def evaluate_on_tasks(model, tokenizer, instances: Sequence, *, num_samples: int
     sampled: list[list[Completion]] = [[] for _ in instances]
     if num_samples > 0:
         if temperature <= 0:
-            raise ValueError("sampling several answers needs a temperature > 0 (e.g. 0.7); "
+            raise ValueError(f"sampling several answers needs a temperature > 0 (e.g. {TASK_EVAL_TEMPERATURE}); "
                              "use --num_samples 0 for greedy answers only")
         params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                 seed=seed)

@@ -6,9 +6,9 @@ preference tuning (DPO) and reinforcement learning with verifiable rewards (GRPO
 * `instruct.py` - instruction fine-tuning and scoring the answers;
 * `sequences.py` - prompt + answer rows and the log-probability of every answer token (DPO, GRPO);
 * `dpo.py` - Direct Preference Optimization: its loss, and preference pairs on disk;
-* `grpo.py` - Group Relative Policy Optimization: group advantages and the clipped loss;
-* `policy_trainer.py` - the loop DPO and GRPO share: steps, checkpoints, exact resume, logs.
+* `grpo.py` - Group Relative Policy Optimization: group advantages and the clipped loss.
 
-The stages that put these together (`llmfs finetune dpo|grpo`) are `pipelines/dpo.py` and
-`pipelines/grpo.py`.
+Every one of them trains through the project's one training loop (`training/trainer.py`). The
+stages that put these together (`llmfs finetune dpo|grpo`) are `pipelines/dpo.py` and
+`pipelines/grpo.py`: there DPO and GRPO are *methods* of that loop (`training/method.py`).
 """

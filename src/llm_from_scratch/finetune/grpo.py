@@ -33,15 +33,23 @@ form of this that works well. One step:
        k3 = exp(d) - d - 1
 
    Its mean over samples from pi is an unbiased estimate of KL(pi || pi_ref), and every single
-   value is >= 0 (exp(d) >= 1 + d), unlike the plain estimate -d. Recent recipes (DAPO, Dr. GRPO)
-   often drop it (kl_coef = 0) for verifiable rewards; it is here for the original algorithm.
+   value is >= 0 (exp(d) >= 1 + d), unlike the plain estimate -d. Recent recipes for verifiable
+   rewards (DAPO, for one) drop it (kl_coef = 0); it is here for the original algorithm.
 
 Averaging the token losses (`aggregation`):
 
 * "token": sum over all completion tokens of the batch / their number. Every token weighs the
-  same, so a long answer is not down-weighted per token (DAPO, Dr. GRPO recommend this; with the
-  original average a long wrong answer is punished less per token than a short one).
+  same, so a long answer is not down-weighted per token (with the original average a long wrong
+  answer is punished less per token than a short one). This is DAPO's "token-level policy
+  gradient loss" (Yu et al. 2025).
 * "sequence": the mean over completions of each completion's own token mean (the GRPO paper).
+
+Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training") goes further: it removes both
+the per-answer length normalisation and the std normalisation, and divides the *summed* token
+losses by a constant (e.g. the maximum generation length) instead, so a token's weight does not
+depend on how long the other answers of the batch are. That constant divisor is not implemented
+here; "token" with ``scale=False`` is the nearest setting (it still divides by the batch's
+token count).
 
 Why the population std (unbiased=False) in the advantages: the group *is* the whole population
 we normalize; with G = 2 and rewards (1, 0) it gives advantages +1, -1 (the sample std would

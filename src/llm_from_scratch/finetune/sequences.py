@@ -126,11 +126,14 @@ def _head_of(model) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor
 
 def token_logprobs_and_entropy(model, input_ids: torch.Tensor, *, chunk_size: int = DEFAULT_CHUNK,
                                temperature: float = 1.0, with_entropy: bool = True,
-                               only: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                               only: torch.Tensor | None = None,
+                               vocab_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(n, T) ids -> (log-probs (n, T - 1), entropies (n, T - 1) or None).
 
     `only` (n, T - 1), optional: compute just the entries where it is nonzero (the completion
     mask); the others come out as 0. Every masked sum and mean gives the same result, faster.
+    `vocab_size`: the distribution over the first `vocab_size` ids only, as sampling uses it
+    when the model's embedding has more rows than the tokenizer has tokens.
 
     log-prob[i, t] = log softmax(logits[i, t] / temperature)[input_ids[i, t + 1]], differentiable.
     entropy[i, t] = -sum_v p_v log p_v of the same distribution, computed without gradients
@@ -158,7 +161,7 @@ def token_logprobs_and_entropy(model, input_ids: torch.Tensor, *, chunk_size: in
         features, targets = features[kept], targets[kept]  # (m, d), (m,)
 
     def one_chunk(chunk_features: torch.Tensor, chunk_targets: torch.Tensor):
-        logits = head(chunk_features.unsqueeze(0))[0].float() / temperature     # (c, vocab)
+        logits = head(chunk_features.unsqueeze(0))[0][..., :vocab_size].float() / temperature  # (c, vocab)
         log_probs = F.log_softmax(logits, dim=-1)                               # (c, vocab)
         picked = log_probs.gather(-1, chunk_targets.unsqueeze(-1)).squeeze(-1)  # (c,)
         if not with_entropy:
@@ -190,14 +193,15 @@ def token_logprobs_and_entropy(model, input_ids: torch.Tensor, *, chunk_size: in
 
 
 def token_logprobs(model, input_ids: torch.Tensor, *, chunk_size: int = DEFAULT_CHUNK,
-                   temperature: float = 1.0, only: torch.Tensor | None = None) -> torch.Tensor:
+                   temperature: float = 1.0, only: torch.Tensor | None = None,
+                   vocab_size: int | None = None) -> torch.Tensor:
     """(n, T) ids -> (n, T - 1) float32: log p(input_ids[:, t + 1] | input_ids[:, :t + 1]).
 
     Differentiable. Use the *sampling* temperature for GRPO's ratios: the probabilities must be
-    those of the distribution the completions were drawn from. `only`: as in
+    those of the distribution the completions were drawn from. `only`, `vocab_size`: as in
     `token_logprobs_and_entropy` (0 outside the mask)."""
-    logps, _ = token_logprobs_and_entropy(model, input_ids, chunk_size=chunk_size,
-                                          temperature=temperature, with_entropy=False, only=only)
+    logps, _ = token_logprobs_and_entropy(model, input_ids, chunk_size=chunk_size, temperature=temperature,
+                                          with_entropy=False, only=only, vocab_size=vocab_size)
     return logps
 
 

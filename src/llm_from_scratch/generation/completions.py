@@ -11,8 +11,9 @@ decoded together (left-padded prompts, one KV cache, finished rows leave the bat
 of 8 answers costs little more than one answer: a CPU reads the weights once per step for all
 rows.
 
-Repeatability: the rows of one batch share a random generator seeded with ``seed + batch
-index``, so the same call gives the same answers (greedy needs no generator at all).
+Repeatability: the rows of one batch share a random generator seeded from ``(seed, batch
+index)`` (`batch_seed`), so the same call gives the same answers (greedy needs no generator at
+all), and calls with nearby seeds share no stream.
 
 A `Completion` keeps the stop token that ended it (`stop_token_id`) apart from its tokens, like
 every surface here; `training_ids` puts it back, because a model trained on its own answers
@@ -46,6 +47,21 @@ class Completion:
         return self.token_ids + ([self.stop_token_id] if self.stop_token_id is not None else [])
 
 
+def sampling_vocab_size(model, tokenizer) -> int:
+    """The ids a sampled token can take: the tokenizer's, where the model's embedding has more
+    rows (padded to a round number); the log-probabilities of GRPO use the same ids."""
+    return min(model.cfg.vocab_size, getattr(tokenizer, "vocab_size", model.cfg.vocab_size))
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    """The seed of one batch's random generator: (seed, batch) mixed by NumPy's SeedSequence, so
+    that nearby seeds give unrelated streams (seed + batch_index would give batch 1 of seed s
+    the stream of batch 0 of seed s + 1, and GRPO seeds its steps s, s + 1, ...)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed % 2**63, batch_index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def sample_completions(model, tokenizer, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
                        num_samples: int = 1, batch_size: int = 32, stop_ids: Sequence[int] | None = None,
                        record_logprobs: bool = False, progress: bool = False,
@@ -64,7 +80,7 @@ def sample_completions(model, tokenizer, prompts: Sequence[Sequence[int]], param
     if stop_ids is None:
         from llm_from_scratch.tokenizers.chat_template import stop_token_ids
         stop_ids = stop_token_ids(tokenizer)
-    vocab = min(model.cfg.vocab_size, getattr(tokenizer, "vocab_size", model.cfg.vocab_size))
+    vocab = sampling_vocab_size(model, tokenizer)
     # (prompt index, its tokens) for every row to decode: each prompt num_samples times in a row
     jobs = [(i, list(p)) for i, p in enumerate(prompts) for _ in range(num_samples)]
     results: list[list[Completion]] = [[] for _ in prompts]
@@ -82,7 +98,7 @@ def sample_completions(model, tokenizer, prompts: Sequence[Sequence[int]], param
             if not params.greedy:
                 generator = torch.Generator(device=next(model.parameters()).device)
                 seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
-                generator.manual_seed(seed + batch_index)
+                generator.manual_seed(batch_seed(seed, batch_index))
             rows = [DecodingRow(params, tokenizer=tokenizer, stop_token_ids=stop_ids, generator=generator,
                                 record_logprobs=record_logprobs) for _ in chunk]
             decoding = BatchedDecoding(model, [tokens for _, tokens in chunk], params.max_tokens, requests=rows)

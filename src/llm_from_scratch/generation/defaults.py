@@ -4,7 +4,7 @@ A setting a caller leaves out takes its surface's value here (``None``: off). Th
 on purpose: the Python API is greedy (repeatable, as the book's chapters are); the command line
 samples (varied text from a base model, focused answers in a chat); the server's OpenAI and
 Ollama routes use *those APIs'* documented defaults, so that clients written for them get what
-they expect.
+they expect; task evaluation and RL sample for their own reasons (the named constants below).
 
 ==============  ===========  =====  =====  ==========  ==================================================
 surface         temperature  top_k  top_p  max tokens  used by
@@ -14,13 +14,22 @@ generate        0.8          50     -      100         `llmfs generate`
 chat            0.2          -      0.9    256         `llmfs chat`
 openai          1.0          -      -      (server)    /v1 routes of `llmfs serve` (OpenAI's defaults)
 ollama          0.8          40     0.9    (server)    /api routes of `llmfs serve` (Ollama's defaults)
+tasks           0.7          -      -      128         `llmfs evaluate tasks`' sampled answers (pass@k, vote)
+policy          1.0          -      -      (its own)   answers GRPO and DPO sample (`llmfs finetune grpo/dpo`)
 ==============  ===========  =====  =====  ==========  ==================================================
 
-"(server)": the server's ``--max_tokens`` limit, or what the context leaves. This module imports
-nothing heavy, so the command-line parsers can read it while `llmfs --help` stays quick.
+"(server)": the server's ``--max_tokens`` limit, or what the context leaves. "(its own)": the
+fine-tuning pipeline's answer budget. Code reads a surface's row (``SURFACE_DEFAULTS["chat"]``,
+``surface_default("chat", "top_p")``) or, in Python signatures and configs, the named constants.
+This module imports nothing heavy, so the command-line parsers can read it while `llmfs --help`
+stays quick.
 """
 
 from __future__ import annotations
+
+TASK_EVAL_TEMPERATURE = 0.7        # pass@k/vote@k need tries that differ (> 0) yet stay sensible (< 1)
+TASK_EVAL_MAX_NEW_TOKENS = 128     # room for a short worked answer and its "Answer: ..." line
+POLICY_SAMPLING_TEMPERATURE = 1.0  # RL samples the policy as it is: the distribution its log-probs describe
 
 SURFACE_DEFAULTS: dict[str, dict[str, float | int | None]] = {
     "python": {"temperature": 0.0, "top_k": None, "top_p": None},
@@ -28,6 +37,9 @@ SURFACE_DEFAULTS: dict[str, dict[str, float | int | None]] = {
     "chat": {"temperature": 0.2, "top_k": None, "top_p": 0.9, "max_tokens": 256},
     "openai": {"temperature": 1.0, "top_k": None, "top_p": None},
     "ollama": {"temperature": 0.8, "top_k": 40, "top_p": 0.9},
+    "tasks": {"temperature": TASK_EVAL_TEMPERATURE, "top_k": None, "top_p": None,
+              "max_tokens": TASK_EVAL_MAX_NEW_TOKENS},
+    "policy": {"temperature": POLICY_SAMPLING_TEMPERATURE, "top_k": None, "top_p": None},
 }
 
 

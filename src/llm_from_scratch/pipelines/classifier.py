@@ -103,8 +103,9 @@ def finetune_classifier(config: ClassifierConfig) -> ClassifierResult:
           f"parameters), pooling: {c.pool}; output in {out_dir}")
 
     def accuracies(trainer):  # logged and plotted (accuracy.png) at every evaluation
-        return {"train_accuracy": calc_accuracy_loader(train_loader, trainer.model, trainer.device, c.eval_batches),
-                "val_accuracy": calc_accuracy_loader(val_loader, trainer.model, trainer.device, c.eval_batches)}
+        batches = trainer.method.eval_batches   # as many batches as the losses (sized to the run)
+        return {"train_accuracy": calc_accuracy_loader(train_loader, trainer.model, trainer.device, batches),
+                "val_accuracy": calc_accuracy_loader(val_loader, trainer.model, trainer.device, batches)}
 
     task = {"type": "classification", **classifier.classifier_config(), "label_names": train_set.label_names,
             "max_length": train_set.max_length, "trainable": c.trainable, "lora_rank": c.lora_rank,

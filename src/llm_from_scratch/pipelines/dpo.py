@@ -11,12 +11,13 @@ from the verifiable tasks: the model answers each of `num_prompts` training ques
 one right and one wrong answer gives a pair (its first right answer, its first wrong one).
 Questions where all answers agree give no pair. The pairs go to `<out_dir>/pairs.jsonl`.
 
-Then (the math is in `finetune/dpo.py`): the log-probabilities of every chosen and rejected
-answer under the **reference** (the model before training) are computed once and kept in
-`<out_dir>/reference_logps.pt`; each step scores a batch of pairs under the model being trained
-and minimizes -log sigmoid(beta * (how much more the model than the reference prefers chosen
-over rejected)). Exact resume: a step's pairs depend only on the step number (a seeded shuffle
-per epoch), and the pairs and reference figures are read back from the output folder.
+Then (the math is in `finetune/dpo.py`) each step scores a batch of pairs under the model
+being trained and under the **reference** (the model before training: with LoRA the same model
+with its adapters switched off, else a frozen copy), in the same batches and precision, and
+minimizes -log sigmoid(beta * (how much more the model than the reference prefers chosen over
+rejected)). Dropout is off for both (pipelines/policy.py), so the first step's loss is exactly
+log 2. Exact resume: a step's pairs depend only on the step number (a seeded shuffle per
+epoch), and the pairs are read back from the output folder.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
-from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyResult, describe_training, finish_policy,
-                                               policy_trainer, prepare_policy)
+from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyMethod, PolicyResult, describe_training,
+                                               finish_policy, heldout_instances, heldout_scorer, policy_trainer,
+                                               prepare_policy)
 
 DPOResult = PolicyResult
 
@@ -41,7 +44,7 @@ class DPOConfig(PolicyConfig):
     difficulty: int | None = None
     num_prompts: int = 256               # training questions sampled for on-policy pairs
     samples_per_prompt: int = 8          # answers per question (the checker picks a right and a wrong one)
-    temperature: float = 1.0             # sampling temperature for those answers
+    temperature: float = POLICY_SAMPLING_TEMPERATURE  # sampling temperature for those answers
     beta: float = 0.1                    # how far from the reference the model may move (larger: less)
     pairs_per_step: int = 8              # pairs in one optimizer step
     max_steps: int = 100
@@ -51,40 +54,53 @@ DPO_PLOT = ("loss", "reward_accuracy", "reward_margin", "reward_chosen", "reward
 
 
 def on_policy_pairs(model, tokenizer, questions: list, config: DPOConfig) -> tuple[list, dict[str, float]]:
-    """Sample answers to `questions`; a pair (right, wrong) per question that has both. Whole
-    answers (ended by the model, not cut off by max_new_tokens) are preferred on both sides:
-    each side of a pair is trained as a whole turn, end-of-turn token included."""
-    from llm_from_scratch.evaluation.tasks import answer_tasks
+    """Sample answers to `questions`; a pair (right, wrong) per question that has both among its
+    *whole* answers. An answer cut off at max_new_tokens is never used: each side of a pair is
+    trained as a whole turn, end-of-turn token included, and a cut-off answer would teach the
+    model to stop mid-sentence."""
+    from llm_from_scratch.evaluation.tasks import answer_tasks, task_prompts
     from llm_from_scratch.finetune.dpo import PreferencePair
     from llm_from_scratch.generation.sampling import SamplingParams
+    from llm_from_scratch.pipelines.policy import answer_budget
     from llm_from_scratch.tasks import check_answer
 
     c = config
-    params = SamplingParams(max_tokens=c.max_new_tokens, temperature=c.temperature, seed=c.seed)
+    max_new_tokens = answer_budget(c, task_prompts(tokenizer, questions), model.cfg.context_length)
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=c.temperature, seed=c.seed)
     groups = answer_tasks(model, tokenizer, questions, params, num_samples=c.samples_per_prompt,
                           batch_size=c.batch_size, progress=c.progress, desc="sampling answers for pairs")
-    pairs, right_total, answers_total, mixed = [], 0, 0, 0
+    pairs, right_total, answers_total, cut_off = [], 0, 0, 0
     for question, group in zip(questions, groups):
-        verdicts = [check_answer(question, a.text) for a in group]
-        by_whole_first = sorted(range(len(group)), key=lambda i: group[i].finish_reason != "stop")  # stable
-        right = [group[i] for i in by_whole_first if verdicts[i]]
-        wrong = [group[i] for i in by_whole_first if not verdicts[i]]
+        whole = [a for a in group if a.finish_reason == "stop"]
+        cut_off += len(group) - len(whole)
+        verdicts = [check_answer(question, a.text) for a in whole]
+        right = [a for a, v in zip(whole, verdicts) if v]
+        wrong = [a for a, v in zip(whole, verdicts) if not v]
         right_total += sum(verdicts)
         answers_total += len(group)
         if right and wrong:
-            mixed += 1
             pairs.append(PreferencePair(question.prompt, right[0].text, wrong[0].text))
-    stats = {"questions": len(questions), "pairs": len(pairs), "sampled_accuracy": right_total / max(1, answers_total)}
+    stats = {"questions": len(questions), "pairs": len(pairs), "sampled_accuracy": right_total / max(1, answers_total),
+             "cut_off": cut_off / max(1, answers_total)}
     return pairs, stats
 
 
-class DPOStep:
-    """One DPO step on the pairs of step `step` (callable by `PolicyTrainer`)."""
+class DPOMethod(PolicyMethod):
+    """DPO as a method of the training loop: a step scores its pairs under the policy and the
+    reference, in the same batches and the same precision, and takes one optimizer update.
 
-    def __init__(self, model, tokenizer, pairs: list, reference: dict, config: DPOConfig, autocast):
-        self.model, self.c, self.autocast = model, config, autocast
+    The reference is the start model - the LoRA model with its adapters switched off, or a frozen
+    copy - and is run beside the policy at every step rather than once before training: the two
+    then see identical inputs, shapes and autocast, so at step 0 (policy == reference) every
+    implied reward is exactly 0 and the loss exactly log 2, in fp32 and in bf16 alike."""
+
+    name = "DPO"
+    plot_keys = DPO_PLOT
+
+    def __init__(self, model, tokenizer, pairs: list, config: DPOConfig, score=None, reference=None):
+        super().__init__(score)
+        self.model, self.c, self.reference = model, config, reference
         self.chosen, self.rejected = encode_pairs(tokenizer, pairs, model.cfg.context_length)
-        self.reference = reference
         self.pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
 
     def pairs_of(self, step: int) -> list[int]:
@@ -99,7 +115,21 @@ class DPOStep:
             chosen.append(order[offset])
         return chosen
 
-    def __call__(self, step: int) -> dict[str, float]:
+    def reference_logps(self, part: list[int]):
+        """(chosen, rejected) log-probabilities of the pairs `part` under the start model."""
+        import contextlib
+
+        from llm_from_scratch.finetune.lora import lora_disabled
+
+        model = self.reference if self.reference is not None else self.model
+        switch = contextlib.nullcontext() if self.reference is not None else lora_disabled(self.model)
+        with switch:
+            return (sequence_logps(model, self.chosen, part, self.pad_id),
+                    sequence_logps(model, self.rejected, part, self.pad_id))
+
+    def train_step(self, trainer, step: int) -> dict[str, float]:
+        import torch
+
         from llm_from_scratch.finetune.dpo import dpo_loss
 
         indices = self.pairs_of(step)
@@ -107,15 +137,17 @@ class DPOStep:
         m = max(1, self.c.micro_batch // 2)      # pairs per micro-batch (two rows each)
         for start in range(0, len(indices), m):
             part = indices[start:start + m]
-            with self.autocast():
+            with trainer.autocast():
+                with torch.no_grad():
+                    ref_chosen, ref_rejected = self.reference_logps(part)
                 chosen = sequence_logps(self.model, self.chosen, part, self.pad_id)
                 rejected = sequence_logps(self.model, self.rejected, part, self.pad_id)
-            loss, metrics = dpo_loss(chosen, rejected, self.reference["chosen"][part],
-                                     self.reference["rejected"][part], beta=self.c.beta)
+            loss, metrics = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=self.c.beta)
             weight = len(part) / len(indices)
-            (loss * weight).backward()
+            trainer.backward(loss * weight)
             for k, v in {"loss": loss.item(), **metrics}.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * weight
+        trainer.update()
         return totals
 
 
@@ -154,31 +186,6 @@ def sequence_logps(model, side, indices: list[int], pad_id: int):
     return sequence_logprob(logps, mask)
 
 
-def reference_logps(model, tokenizer, pairs: list, config: DPOConfig, path: Path) -> dict:
-    """The reference model's log-probabilities of every chosen and rejected answer, computed once
-    (the model before training: with LoRA, the adapters are still zero) and saved to `path`."""
-    import torch
-
-    from llm_from_scratch.training.checkpoint import load_checkpoint, save_checkpoint
-
-    if path.is_file():
-        saved = load_checkpoint(path)
-        if len(saved["chosen"]) == len(pairs):
-            return saved
-    chosen_side, rejected_side = encode_pairs(tokenizer, pairs, model.cfg.context_length)
-    pad = tokenizer.eot_id if tokenizer.eot_id is not None else 0
-    m = max(1, config.micro_batch)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        result = {side: torch.cat([sequence_logps(model, data, list(range(s, min(s + m, len(pairs)))), pad)
-                                   for s in range(0, len(pairs), m)])
-                  for side, data in (("chosen", chosen_side), ("rejected", rejected_side))}
-    model.train(was_training)
-    save_checkpoint(path, result)
-    return result
-
-
 def finetune_dpo(config: DPOConfig) -> DPOResult:
     """Train with DPO as `config` says (see the module docstring); bad input raises PipelineError."""
     from llm_from_scratch.finetune.dpo import load_preference_pairs, save_preference_pairs
@@ -209,21 +216,26 @@ def finetune_dpo(config: DPOConfig) -> DPOResult:
             pairs, stats = on_policy_pairs(model, tokenizer, questions, c)
             extra["pairs"] = stats
             print(f"on-policy pairs: {stats['pairs']} of {stats['questions']} questions had a right and a wrong "
-                  f"answer (sampled accuracy {stats['sampled_accuracy']:.1%})")
+                  f"whole answer (sampled accuracy {stats['sampled_accuracy']:.1%}; {stats['cut_off']:.0%} of the "
+                  "answers were cut off at max_new_tokens and not used)")
             if not pairs:
-                raise PipelineError("no pairs: every question's answers were all right or all wrong; use more "
-                                    "--num_prompts, a higher --temperature or another task family")
+                raise PipelineError("no pairs: no question had both a right and a wrong whole answer; use more "
+                                    "--num_prompts, a higher --temperature, a larger --max_new_tokens (if answers "
+                                    "were cut off) or another task family")
             save_preference_pairs(pairs_file, pairs)
     except (ValueError, FileNotFoundError) as exc:
         raise PipelineError(str(exc)) from exc
-    if not c.resume:  # figures left by an earlier, unfinished run belong to its pairs
-        (out_dir / "reference_logps.pt").unlink(missing_ok=True)
-    reference = reference_logps(model, tokenizer, pairs, c, out_dir / "reference_logps.pt")
-    trainer = policy_trainer(c, prepared, "dpo", DPO_PLOT)
+    reference = None
+    if prepared.lora is None:  # a frozen copy of the start model (with LoRA: the adapters switched off)
+        import copy
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    heldout = heldout_instances(c)
+    method = DPOMethod(model, tokenizer, pairs, c, heldout_scorer(heldout, tokenizer, c, model.cfg.context_length),
+                       reference)
+    trainer = policy_trainer(c, prepared, method)
     print(f"llmfs finetune dpo: {prepared.name}, {len(pairs)} pairs, {c.pairs_per_step} per step, beta {c.beta}, "
-          f"{describe_training(c, trainer)}; output in {out_dir}")
-    step = DPOStep(model, tokenizer, pairs, reference, c, trainer.autocast)
+          f"{describe_training(c, trainer, len(heldout))}; output in {out_dir}")
     with sigterm_as_ctrl_c():
-        history = trainer.train(step)
+        history = trainer.train()
     scores = finish_policy(prepared, trainer, "dpo", extra)
     return PolicyResult(out_dir, model, tokenizer, scores, list(history))

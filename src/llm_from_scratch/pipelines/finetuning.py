@@ -6,6 +6,7 @@ model or one of our checkpoints, run the shared `GPTTrainer` with the material's
 (AdamW, lr 5e-5, weight decay 0.1, batch 8), write checkpoints to `out_dir` and can `resume`
 exactly. Those common parts live here once:
 
+* `TrainingSettings`: what every stage after pretraining shares (DPO and GRPO too, pipelines/policy.py);
 * `FinetuneConfig`: the settings both configs start from (each adds its own fields and defaults);
 * `load_start_model`: the model to fine-tune, by name (`model="smollm2-135m-instruct"`, `"gpt2"`,
   a Hugging Face folder, a .gguf file) or from a checkpoint of ours (`checkpoint=...`), exactly one;
@@ -23,28 +24,39 @@ from llm_from_scratch.pipelines.common import PipelineError
 
 
 @dataclass
-class FinetuneConfig:
-    """Settings every fine-tuning run has; the defaults are `llmfs finetune`'s."""
+class TrainingSettings:
+    """Settings every training stage after pretraining has (instruction tuning, classification,
+    DPO, GRPO), each with one default. A stage's config adds its own fields and may give a field
+    another default (DPO/GRPO pick the learning rate by whether LoRA trains); the CLI reads the
+    defaults from these classes (cli/finetune.py), so each is written once."""
 
     model: str | None = None             # a pretrained model: name or path ...
     checkpoint: str | Path | None = None  # ... or a checkpoint written by llmfs (exactly one of the two)
-    epochs: float = 2.0                  # passes over the training data
-    max_steps: int | None = None         # stop after this many optimizer steps instead
-    lr: float = 5e-5                     # peak learning rate
-    weight_decay: float = 0.1
+    max_steps: int | None = None         # optimizer steps
+    lr: float | None = 5e-5              # peak learning rate
+    weight_decay: float = 0.1            # AdamW's, on weight matrices only
     warmup_steps: int = 0
-    batch_size: int = 8
-    grad_accum: int = 1
-    eval_interval: int | None = None     # steps between evaluations (None: 10 per run)
-    eval_batches: int = 5                # batches per evaluation
+    grad_clip: float = 1.0               # the gradient norm is clipped to this
     lora_rank: int = 16                  # used when LoRA adapters train
-    lora_alpha: float = 16.0
+    lora_alpha: float = 32.0             # the adapters' output is scaled by alpha / rank
+    eval_interval: int | None = None     # steps between evaluations (None: sized to the run)
     out_dir: str | Path | None = None    # None: checkpoints/<task>-<name>
     resume: bool = False                 # continue <out_dir>/last.pt exactly
     seed: int = 123                      # also fixes a new head's and LoRA's initial weights
     device: str = "auto"
     precision: str = "auto"              # auto, fp32, bf16, fp16 (training/precision.py)
     progress: bool = True
+
+
+@dataclass
+class FinetuneConfig(TrainingSettings):
+    """Settings of the stages that learn from a data set (instruction tuning, classification);
+    the defaults are `llmfs finetune`'s."""
+
+    epochs: float = 2.0                  # passes over the training data (max_steps wins when given)
+    batch_size: int = 8
+    grad_accum: int = 1
+    eval_batches: int | None = None      # batches per evaluation (None: sized to the run)
 
 
 def load_start_model(config: FinetuneConfig, device):
@@ -77,7 +89,8 @@ def finetune_trainer(model, train_loader, val_loader, tokenizer, config: Finetun
     return GPTTrainer(
         model, train_loader, val_loader, tokenizer=tokenizer, max_steps=config.max_steps,
         epochs=None if config.max_steps else config.epochs, lr=config.lr, weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps, grad_accum_steps=config.grad_accum, eval_interval=config.eval_interval,
+        warmup_steps=config.warmup_steps, grad_clip=config.grad_clip, grad_accum_steps=config.grad_accum,
+        eval_interval=config.eval_interval,
         eval_batches=config.eval_batches, out_dir=str(out_dir), seed=config.seed, device=str(device),
         resume_from=str(out_dir / "last.pt") if config.resume else None, progress=config.progress,
         precision=config.precision, **extra,

@@ -6,12 +6,23 @@ instances (the "test" split of `llm_from_scratch.tasks`, which training never dr
 before, during and after training, and end with `final_model.pt` (LoRA merged in, so every
 command loads it as usual), `scores.json` (before/after per family) and `training.png`.
 
-* `PolicyConfig`: the settings both configs start from;
+Both train through the project's one training loop (`training/trainer.py`): DPO and GRPO are
+*methods* of it (`PolicyMethod` here, `DPOMethod` and `GRPOMethod` in dpo.py and grpo.py) that
+say how a step's gradient is made; the loop does the optimizer, precision, checkpoints, exact
+resume, Ctrl-C, logs and pictures, as for pretraining.
+
+* `PolicyConfig`: the settings both configs start from (`TrainingSettings` plus sampling sizes);
 * `prepare_policy`: the start model (and LoRA), the tokenizer, the output folder;
-* `heldout_scorer`: a function that gives greedy pass@1 per family, for the trainer;
-* `policy_trainer`: the `PolicyTrainer` with the config's settings (resumed with `resume`);
+* `PolicyMethod`: what DPO and GRPO share as methods: dropout off, held-out scoring, plots;
+* `policy_trainer`: the `GPTTrainer` with the config's settings (resumed with `resume`);
+* `answer_budget`: how many tokens an answer may have in the model's context;
 * `finish_policy`: merge LoRA, write final_model.pt and scores.json, print the before/after table;
 * `PolicyResult`: what a run returns.
+
+**Dropout is off** in both methods, for the policy and the reference alike (TRL does the same):
+the log-probabilities are *measurements* - GRPO's ratio pi / pi_old and DPO's implied reward
+log pi - log pi_ref compare two of them, and dropout's noise would make the ratio differ from
+1 and the reward from 0 where nothing changed.
 """
 
 from __future__ import annotations
@@ -22,34 +33,24 @@ from pathlib import Path
 from typing import Any
 
 from llm_from_scratch.pipelines.common import PipelineError, RunFiles
+from llm_from_scratch.pipelines.finetuning import TrainingSettings
+from llm_from_scratch.training.method import TrainingMethod
+
+MAX_NEW_TOKENS = 96                      # the longest answer by default, where the context has room
 
 
 @dataclass
-class PolicyConfig:
-    """Settings every DPO/GRPO run has."""
+class PolicyConfig(TrainingSettings):
+    """Settings every DPO/GRPO run has: `TrainingSettings` plus how answers are sampled and scored."""
 
-    model: str | None = None             # a pretrained model: name or path ...
-    checkpoint: str | Path | None = None  # ... or a checkpoint written by llmfs (exactly one of the two)
     lora: bool = False                   # train LoRA adapters instead of all weights
-    lora_rank: int = 16
-    lora_alpha: float = 32.0
-    lr: float | None = None              # None: the method's default for LoRA / all weights
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
+    lr: float | None = None              # None: 2e-4 for LoRA adapters, 2e-6 for all weights
     max_steps: int = 100
-    max_new_tokens: int = 96             # longest sampled answer
+    max_new_tokens: int | None = None    # longest sampled answer (None: 96, or what the context leaves)
     batch_size: int = 64                 # rows decoded together when sampling
     micro_batch: int = 16                # rows per forward/backward (gradients add up)
     eval_tasks: str = "all"              # held-out families scored before/during/after (""/none: no scoring)
     eval_examples: int = 50              # held-out questions per family
-    eval_interval: int | None = None     # steps between held-out scorings (None: 5 per run)
-    out_dir: str | Path | None = None    # None: checkpoints/<method>-<model name>
-    resume: bool = False                 # continue <out_dir>/last.pt exactly
-    seed: int = 123
-    device: str = "auto"
-    precision: str = "auto"              # auto, fp32, bf16
-    progress: bool = True
 
 
 @dataclass
@@ -112,7 +113,7 @@ def prepare_policy(config: PolicyConfig, method: str) -> PreparedPolicy:
         torch.manual_seed(c.seed)  # the adapters' A matrices start the same in every run
         apply_lora(model, c.lora_rank, c.lora_alpha)
         lora = {"rank": c.lora_rank, "alpha": c.lora_alpha}
-    model.train()
+    model.eval()  # dropout off, for the policy and the reference (see the module docstring)
     return PreparedPolicy(model, loaded.tokenizer, run_name(c, loaded), out_dir, lora, device)
 
 
@@ -125,49 +126,83 @@ def heldout_instances(config: PolicyConfig) -> list:
     return gather_instances(config.eval_tasks, config.eval_examples, split="test", seed=config.seed)
 
 
-def heldout_scorer(instances: list, tokenizer, config: PolicyConfig):
+def heldout_scorer(instances: list, tokenizer, config: PolicyConfig, context_length: int):
     """A function model -> {family: greedy pass@1, ...} on `instances` (None when there are none)."""
     if not instances:
         return None
-    from llm_from_scratch.evaluation.tasks import evaluate_on_tasks
+    from llm_from_scratch.evaluation.tasks import evaluate_on_tasks, task_prompts
+
+    max_new_tokens = answer_budget(config, task_prompts(tokenizer, instances), context_length)
 
     def score(model) -> dict[str, float]:
         summary, _ = evaluate_on_tasks(model, tokenizer, instances, num_samples=0, greedy=True,
-                                       max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+                                       max_new_tokens=max_new_tokens, batch_size=config.batch_size)
         return {family: row["greedy"] for family, row in summary.items()}
     return score
 
 
-def policy_trainer(config: PolicyConfig, prepared: PreparedPolicy, method: str, plot_keys: tuple[str, ...]):
-    """The `PolicyTrainer` of a run: the config's settings, held-out scoring, what the checkpoints
+def answer_budget(config: PolicyConfig, prompts: list, context_length: int) -> int:
+    """The longest answer to sample: `config.max_new_tokens`, or by default 96 tokens or what the
+    model's context leaves after the longest prompt. An explicit value that does not fit, or a
+    context that leaves no room, is an error that says the largest value that fits."""
+    longest = max((len(p) for p in prompts), default=0)
+    room = context_length - longest
+    if room < 1:
+        raise PipelineError(f"the longest prompt has {longest} tokens, which leaves no room for an answer in the "
+                            f"model's context of {context_length} tokens: use a model with a longer context")
+    if config.max_new_tokens is None:
+        return min(MAX_NEW_TOKENS, room)
+    if config.max_new_tokens > room:
+        raise PipelineError(f"--max_new_tokens {config.max_new_tokens} does not fit: the longest prompt has "
+                            f"{longest} tokens and the model's context is {context_length}, so at most {room} "
+                            f"(--max_new_tokens {room}; leave it out to get min({MAX_NEW_TOKENS}, {room}))")
+    return config.max_new_tokens
+
+
+class PolicyMethod(TrainingMethod):
+    """What DPO and GRPO share as methods of the training loop: dropout off (see the module
+    docstring), a line of log.jsonl per step, held-out accuracy before, during and after."""
+
+    log_every_step = True
+    evaluate_at_start = True
+    train_mode = False                   # the model stays in eval mode: dropout off, gradients on
+
+    def __init__(self, score=None):
+        self.score = score               # model -> {family: greedy pass@1}, or None
+
+    def bind(self, trainer) -> None:
+        trainer.model.eval()
+
+    def evaluate(self, trainer, final: bool) -> dict:
+        return self.score(trainer.model) if self.score is not None else {}
+
+
+def policy_trainer(config: PolicyConfig, prepared: PreparedPolicy, method: PolicyMethod):
+    """The `GPTTrainer` of a run: the config's settings, `method`'s steps, what the checkpoints
     record (method, LoRA, settings); continued from last.pt when `config.resume`."""
-    from llm_from_scratch.finetune.policy_trainer import PolicyTrainer
+    from llm_from_scratch.training.trainer import GPTTrainer
 
     c = config
-    heldout = heldout_instances(c)
-    info = {"method": method, "lora": prepared.lora, "model_type": prepared.name,
-            f"{method}_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(c).items()}}
-    trainer = PolicyTrainer(prepared.model, max_steps=c.max_steps, lr=default_lr(c), out_dir=prepared.out_dir,
-                            weight_decay=c.weight_decay, warmup_steps=c.warmup_steps, grad_clip=c.grad_clip,
-                            seed=c.seed, precision=c.precision, eval_interval=c.eval_interval,
-                            evaluate=heldout_scorer(heldout, prepared.tokenizer, c), info=info,
-                            progress=c.progress, desc=method.upper(), plot_keys=plot_keys)
-    trainer.heldout_count = len(heldout)
-    if c.resume:
-        try:
-            trainer.resume(prepared.out_dir / "last.pt")
-        except ValueError as exc:
-            raise PipelineError(str(exc)) from exc
-    return trainer
+    info = {"method": method.name.lower(), "lora": prepared.lora, "model_type": prepared.name,
+            f"{method.name.lower()}_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(c).items()}}
+    try:
+        return GPTTrainer(prepared.model, method=method, tokenizer=prepared.tokenizer, max_steps=c.max_steps,
+                          lr=default_lr(c), weight_decay=c.weight_decay, warmup_steps=c.warmup_steps,
+                          grad_clip=c.grad_clip, eval_interval=c.eval_interval, out_dir=str(prepared.out_dir),
+                          seed=c.seed, device=str(prepared.device), precision=c.precision, progress=c.progress,
+                          checkpoint_trainable_only=prepared.lora is not None, extra_checkpoint_info=info,
+                          resume_from=str(prepared.out_dir / "last.pt") if c.resume else None)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
 
 
-def describe_training(config: PolicyConfig, trainer) -> str:
+def describe_training(config: PolicyConfig, trainer, heldout_count: int) -> str:
     """The settings line a run prints: steps, learning rate, what trains, held-out size, precision."""
     c = config
     trainable = sum(p.numel() for p in trainer.trainable)
     what = f"LoRA rank {c.lora_rank}" if c.lora else "all weights"
     return (f"{c.max_steps} steps, lr {default_lr(c):g}, {what} ({trainable:,} trainable); held-out: "
-            f"{trainer.heldout_count} questions; {trainer.precision_choice.describe()}")
+            f"{heldout_count} questions; {trainer.precision_choice.describe()}")
 
 
 def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: dict | None = None) -> dict[str, Any]:
@@ -178,7 +213,7 @@ def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: 
     model, out_dir = prepared.model, prepared.out_dir
     evaluations = trainer.state.evaluations
     scores: dict[str, Any] = {"method": method, "steps": trainer.state.step,
-                              "train_minutes": trainer.state.seconds / 60, "precision": trainer.precision}
+                              "train_minutes": trainer.state.train_seconds / 60, "precision": trainer.precision}
     if evaluations:
         scores["before"] = {k: v for k, v in evaluations[0].items() if k != "step"}
         scores["after"] = {k: v for k, v in evaluations[-1].items() if k != "step"}
@@ -199,5 +234,5 @@ def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: 
             print(f"{family:<24}{100 * before:>7.1f}%{100 * after:>7.1f}%")
     print(f"  {out_dir / 'final_model.pt'} (llmfs evaluate tasks --checkpoint {out_dir / 'final_model.pt'})\n"
           f"  {out_dir / 'training.png'}\n  {out_dir / 'scores.json'}\n"
-          f"trained {trainer.state.step} steps in {trainer.state.seconds / 60:.1f} min")
+          f"trained {trainer.state.step} steps in {trainer.state.train_seconds / 60:.1f} min")
     return scores

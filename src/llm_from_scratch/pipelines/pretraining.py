@@ -97,8 +97,9 @@ class PretrainConfig:
     device: str = "auto"
     seed: int = 123
     # evaluation and output
-    eval_interval: int | None = None    # None: 10 evaluations per run
-    eval_batches: int = 20
+    eval_interval: int | None = None    # None: sized to the run (training/next_token.py)
+    eval_batches: int | None = None     # None: sized to the run
+    final_eval_tokens: int | str = "auto"  # the end-of-run fp32 score: auto (sized to the run), all, or a count
     sample_prompt: str | None = None    # None: one that suits the corpus
     out_dir: str | Path | None = None   # None: checkpoints/<model_type>
     resume: bool | str | Path | None = None  # True (or "auto"): <out_dir>/last.pt; a path: that checkpoint
@@ -211,7 +212,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         lr=c.lr or _default_lr(model_type), min_lr_ratio=c.min_lr_ratio, warmup_steps=c.warmup_steps,
         weight_decay=c.weight_decay, grad_clip=c.grad_clip, grad_accum_steps=c.grad_accum,
         **{k: v for k, v in (("optimizer", c.optimizer), ("muon_lr", c.muon_lr)) if v is not None},
-        eval_interval=c.eval_interval, eval_batches=c.eval_batches, sample_prompt=sample_prompt,
+        eval_interval=c.eval_interval, eval_batches=c.eval_batches, final_eval_tokens=c.final_eval_tokens,
+        sample_prompt=sample_prompt,
         out_dir=str(out_dir), resume_from=str(resume_path) if resume_path else None, device=c.device,
         precision=c.precision, compile=c.compile, seed=c.seed, progress=c.progress, fused_loss=c.fused_loss,
         extra_checkpoint_info={"model_type": model_type, "recipe": recipe.name, "dataset": corpus.name,
@@ -219,14 +221,16 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     )
     if dist_info.is_main:
         print(f"device {trainer.device}, {trainer.precision_choice.describe()}"
-              f"{', fused head + loss' if trainer.fused_loss else ''}")
+              f"{', fused head + loss' if trainer.method.fused_loss else ''}; evaluating every "
+              f"{trainer.eval_interval} steps on {trainer.method.eval_batches} batches")
     with sigterm_as_ctrl_c():
         history = trainer.train()
 
     # 5. The summary.
     if dist_info.is_main and history:
         last = history[-1]
-        print(f"\nDone in {(time.perf_counter() - started) / 60:.1f} min: step {last['step']}, "
+        wall = time.perf_counter() - started
+        print(f"\nDone in {wall / 60:.1f} min ({trainer.time_split(wall)}): step {last['step']}, "
               f"{last['tokens']:,} tokens, train loss {last['train_loss']:.3f}, {validation_summary(history)}.\n"
               f"  {out_dir / 'best_model.pt'}\n  {out_dir / 'last.pt'}\n  {out_dir / 'loss.png'}\n"
               f"  tensorboard --logdir {out_dir / 'tensorboard'}\n"

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_from_scratch.generation.defaults import TASK_EVAL_MAX_NEW_TOKENS, TASK_EVAL_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError
 
 
@@ -37,12 +38,12 @@ class TaskEvalConfig:
     gsm8k: str | Path | None = None      # a GSM8K-format JSONL file (question, answer "... #### 72")
     math500: str | Path | None = None    # a MATH-500-format JSONL file (problem, answer)
     num_samples: int = 8                 # sampled answers per question (0: greedy only)
-    temperature: float = 0.7
+    temperature: float = TASK_EVAL_TEMPERATURE
     top_p: float | None = None
     top_k: int | None = None
     vote: bool = True                    # report majority vote (self-consistency) over the samples
     greedy: bool = True                  # also answer greedily (pass@1)
-    max_new_tokens: int = 128
+    max_new_tokens: int = TASK_EVAL_MAX_NEW_TOKENS
     batch_size: int = 32                 # rows decoded together
     seed: int = 0                        # which instances, and the sampling
     style: str = "auto"                  # prompt format: the chat template for chat models, else alpaca
@@ -107,7 +108,7 @@ def evaluate_tasks(config: TaskEvalConfig) -> TaskEvalResult:
     if c.num_samples < 0:
         raise PipelineError(f"num_samples must be 0 (greedy only) or more, got {c.num_samples}")
     if c.num_samples > 0 and c.temperature <= 0:
-        raise PipelineError("sampling several answers needs --temperature > 0 (e.g. 0.7); "
+        raise PipelineError(f"sampling several answers needs --temperature > 0 (e.g. {TASK_EVAL_TEMPERATURE}); "
                             "use --num_samples 0 for greedy answers only")
     if not c.greedy and c.num_samples == 0:
         raise PipelineError("nothing to measure: --no-greedy and --num_samples 0")

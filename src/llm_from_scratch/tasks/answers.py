@@ -6,15 +6,29 @@ would punish it for style, not for being wrong. When the checker is a *reward* (
 checker that is too strict teaches formatting instead of arithmetic, and one that is too loose
 teaches the model to cheat. So the rules here are few, fixed and written down:
 
-**Where is the answer?** (first rule that finds one wins)
+**Where is the answer?** In the model's *final* statement of it. A model that changes its mind
+("\\boxed{7} ... wait, no. Answer: 8") or restates its answer has answered what it said last:
 
-1. the content of the last ``\\boxed{...}`` (nested braces allowed: ``\\boxed{\\frac{1}{2}}``);
-2. else the text after the last ``Answer:`` (any case, also ``Final answer:``, ``**Answer:**``
-   and GSM8K's ``#### 72``), up to the end of that line; only if there is none, the last
-   "the answer is ...". Chatter on later lines ("Hope this helps!") is ignored. For numbers, the
-   first number of that segment counts, or the first one after its last "=" ("Answer: 3 + 4 = 7");
-3. else a fallback per kind: ``number`` the last number in the text, ``text`` the last
+1. A *statement* is a ``\\boxed{...}`` (nested braces allowed: ``\\boxed{\\frac{1}{2}}``) or the
+   text after an ``Answer:`` (any case, also ``Final answer:``, ``**Answer:**`` and GSM8K's
+   ``#### 72``: a number alone after ``####``) up to the end of its line. The statement that
+   comes last in the text wins, whichever form it takes: "\\boxed{7} ... Answer: 8" reads 8,
+   "Answer: 8 ... \\boxed{7}" reads 7. Chatter on later lines ("Hope this helps!") is ignored.
+   A statement that gives no answer does not count, and the one before it does: one with
+   nothing in it ("Answer:", "Answer: ..."), the prompt's placeholder ("Answer: <answer>"), or
+   no number where a number is asked.
+2. Only when there is no statement: the last "the answer is ...". That phrase is conversation
+   ("I hope the answer is correct"), so it never overrides a statement: "Answer: 7\\nThe answer
+   is 8 if you count twice." reads 7.
+3. Else a fallback per kind: ``number`` the last number in the text, ``text`` the last
    non-empty line, ``list`` the last line that looks like a list.
+
+**Which number does a statement give?** The value it starts with, whatever follows as a
+justification: "Answer: 7 = 10 - 3" and "Answer: 7 (since 3 + 4 = 7)" read 7. If it starts with
+a calculation ("10 - 3", "7 x 2": an operator follows the first number), a term ("2x") or a name
+instead, the result after its last "=": "Answer: 10 - 3 = 7" and "Answer: x = 5" read 7 and 5.
+Without an "=", its first number. A minus sign may be spaced from its number ("Answer: - 7" is
+-7), except after a number ("10 - 3" subtracts).
 
 **When are two answers equal?** Both sides are *normalised* the same way, then compared:
 
@@ -59,14 +73,19 @@ def with_answer_instruction(question: str, instruction: str = ANSWER_INSTRUCTION
 # Finding the answer in a completion
 # --------------------------------------------------------------------------------------
 
-# "Answer:", "Final answer:", "**Answer**:", "answer =", and GSM8K's "####".
-_ANSWER_LINE = re.compile(r"\b(?:final\s+)?answer\b[\s*_]*[:=]|####", re.IGNORECASE)
+# "Answer:", "Final answer:", "**Answer**:", "answer =", and GSM8K's "#### 72" (only before a number
+# alone on its line: "#### Step 2" is a markdown heading, not an answer).
+_ANSWER_LINE = re.compile(r"\b(?:final\s+)?answer\b[\s*_]*[:=]|####(?=[ \t]*-?[ \t]*\$?[\d.,]+[ \t]*$)",
+                          re.IGNORECASE | re.MULTILINE)
 # The weaker, conversational form: "The answer is 12", "the final answer would be: 12".
 _ANSWER_PHRASE = re.compile(r"\banswer\b[\s*_]*(?:is|was|would\s+be|should\s+be)\b[\s*_]*:?",
                             re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\b *")
 _BARE_TOKEN = re.compile(r"[^\s$]+")
 _MARKDOWN = re.compile(r"[*_`]+")
+_QUOTES_AND_PUNCTUATION = " \t\r\n\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb.,!?;:"
+# A template's placeholder, not an answer: "<answer>", "<your answer here>".
+_PLACEHOLDER = re.compile(r"<\s*[A-Za-z][A-Za-z _-]*>")
 
 
 def _closing_braces(text: str) -> dict[int, int]:
@@ -79,22 +98,6 @@ def _closing_braces(text: str) -> dict[int, int]:
         elif char == "}" and open_positions:
             closing[open_positions.pop()] = index
     return closing
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}`` in `text` (braces matched), or None."""
-    matches = list(_BOXED.finditer(text))
-    closing = _closing_braces(text) if matches else {}
-    for match in reversed(matches):
-        position = match.end()
-        if text.startswith("{", position):
-            if position in closing:
-                return text[position + 1:closing[position]]
-            continue                                        # never closed: try the one before
-        bare = _BARE_TOKEN.match(text, position)            # "\boxed 5": up to the next space
-        if bare:
-            return bare.group(0)
-    return None
 
 
 def _has_content(text: str) -> bool:
@@ -119,14 +122,52 @@ def _segment_after(text: str, start: int, stop: int) -> str:
     return ""
 
 
-def _marked_segments(text: str) -> Iterator[str]:
-    """Candidate answer segments, best first: after each "Answer:" from the last to the first,
-    then after each "the answer is" from the last to the first."""
-    for pattern in (_ANSWER_LINE, _ANSWER_PHRASE):
-        matches = list(pattern.finditer(text))
-        stops = [match.start() for match in matches[1:]] + [len(text)]
-        for match, stop in zip(reversed(matches), reversed(stops)):
-            yield _segment_after(text, match.end(), stop)
+def _boxed_answers(text: str) -> list[tuple[int, str]]:
+    """(where it starts, its content) for every ``\\boxed{...}`` in `text` (braces matched)."""
+    found: list[tuple[int, str]] = []
+    closing: dict[int, int] | None = None
+    for match in _BOXED.finditer(text):
+        position = match.end()
+        if text.startswith("{", position):
+            closing = _closing_braces(text) if closing is None else closing
+            if position in closing:                             # never closed: no answer
+                found.append((match.start(), text[position + 1:closing[position]]))
+            continue
+        bare = _BARE_TOKEN.match(text, position)                # "\boxed 5": up to the next space
+        if bare:
+            found.append((match.start(), bare.group(0)))
+    return found
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` in `text` (braces matched), or None."""
+    boxed = _boxed_answers(text)
+    return boxed[-1][1] if boxed else None
+
+
+def _stated_answers(text: str) -> Iterator[str]:
+    """Candidate answer segments, best first: every statement (a \\boxed{} or the text after an
+    "Answer:") from the last to the first, then every "the answer is" from the last to the first."""
+    statements = _boxed_answers(text)
+    markers = list(_ANSWER_LINE.finditer(text))
+    stops = [match.start() for match in markers[1:]] + [len(text)]
+    statements += [(match.start(), _segment_after(text, match.end(), stop)) for match, stop in zip(markers, stops)]
+    for _, segment in sorted(statements, key=lambda statement: statement[0], reverse=True):
+        yield segment
+    phrases = list(_ANSWER_PHRASE.finditer(text))
+    stops = [match.start() for match in phrases[1:]] + [len(text)]
+    for match, stop in zip(reversed(phrases), reversed(stops)):
+        yield _segment_after(text, match.end(), stop)
+
+
+def _is_unfilled(answer: str) -> bool:
+    """True for an answer slot left empty: nothing but markdown, quotes or punctuation ("Answer:",
+    "Answer: ..."), or the prompt's own placeholder ("<answer>", "\\boxed{<answer>}")."""
+    text = _MARKDOWN.sub("", answer).strip(_QUOTES_AND_PUNCTUATION + "$")
+    boxed = last_boxed(text)
+    if boxed is not None and text.startswith(("\\boxed", "\\fbox")):
+        text = _MARKDOWN.sub("", boxed).strip(_QUOTES_AND_PUNCTUATION + "$")
+    return not text or _PLACEHOLDER.fullmatch(text) is not None
 
 
 def _looks_like_list(line: str) -> bool:
@@ -141,20 +182,17 @@ def extract_answer(completion: str, kind: str) -> str | None:
     _check_kind(kind)
     if not completion:
         return None
-    boxed = last_boxed(completion)
-    if boxed is not None:
-        answer = normalise_answer(boxed, kind)
-        if answer is not None:
-            return answer
-    for segment in _marked_segments(completion):
-        answer = normalise_answer(segment, kind)
-        if answer is not None:
-            return answer
+    for segment in _stated_answers(completion):
+        if not _is_unfilled(segment):
+            answer = normalise_answer(segment, kind)
+            if answer is not None:
+                return answer
     # Fallbacks: the model did not say which part is its answer.
     if kind in ("number", "math"):
         numbers = _numbers_in(completion)
         return _format_number(numbers[-1]) if numbers else None
-    lines = [line for line in completion.splitlines() if _has_content(line)]
+    # (a line with an "Answer:" was read above: if it gave nothing, it is no answer now either)
+    lines = [line for line in completion.splitlines() if _has_content(line) and not _ANSWER_LINE.search(line)]
     if kind == "list":
         list_lines = [line for line in lines if _looks_like_list(line)]
         lines = list_lines or lines
@@ -162,18 +200,19 @@ def extract_answer(completion: str, kind: str) -> str | None:
 
 
 def has_answer_format(completion: str) -> bool:
-    """True if the last non-empty line states the answer as the prompt asked: "Answer: <something>"
-    (or "#### <something>"), or a non-empty \\boxed{...}. For a small "format reward"; it says
-    nothing about whether the answer is right."""
+    """True if the last non-empty line states an answer as the prompt asked: "Answer: <something>"
+    (or "#### <number>"), or a \\boxed{<something>}, where <something> is not empty and not
+    the prompt's placeholder (echoing "Answer: <answer>" is not an answer). For a small "format
+    reward"; it says nothing about whether the answer is right."""
     lines = [line for line in (completion or "").splitlines() if line.strip()]
     if not lines:
         return False
     last_line = lines[-1]
     boxed = last_boxed(last_line)
-    if boxed is not None and boxed.strip():
+    if boxed is not None and not _is_unfilled(boxed):
         return True
     markers = list(_ANSWER_LINE.finditer(last_line))
-    return bool(markers) and bool(_MARKDOWN.sub("", last_line[markers[-1].end():]).strip(" .\t"))
+    return bool(markers) and not _is_unfilled(last_line[markers[-1].end():])
 
 
 # --------------------------------------------------------------------------------------
@@ -205,12 +244,21 @@ def _count_word_as_digits(match: re.Match) -> str:
     return str(_NUMBER_WORDS.index(match.group("word").lower()))
 
 
+# A minus, spaces, then a number: a sign, unless a number (or a bracket it closes) comes before it.
+_SPACED_SIGN = re.compile(r"(^|[^\w\s.)\]}])([ \t]*)-[ \t]+(?=\d|\\frac)")
+_TIMES = re.compile(r"(?<=[\d)])\s*\*\s*(?=[\d(])")   # a "*" between numbers, not markdown
+# What makes a leading number the start of a calculation or a term rather than a value:
+# a glued letter or bracket ("2x", "2\\sqrt{2}", "2(3)"), or an operator ("3 + 4", "7 x 2").
+_CONTINUES = re.compile(r"[\w\\(^]|\s*(?:[-+*/^\u00d7\u00f7\u22c5]|\\(?:times|cdot|div)\b|x\s*\d)")
+
+
 def _clean_for_numbers(text: str) -> str:
     lone = _LONE_NUMBER_WORD.fullmatch(text)
     if lone:                        # the whole answer is "four"
         return str(_NUMBER_WORDS.index(lone.group("word").lower()))
     text = _COUNT_WORDS.sub(_count_word_as_digits, text)   # "appears twice", "three times"
     text = text.replace("\u2212", "-").replace("\\$", "").replace("$", "").replace("{,}", ",")
+    text = _SPACED_SIGN.sub(r"\1\2-", text)                  # "- 7" -> "-7", but "10 - 3" stays
     text = re.sub(r"\\[dt]frac", r"\\frac", text)
     return re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", text)   # \frac12 -> \frac{1}{2}
 
@@ -224,21 +272,37 @@ def _fraction(numerator: str, denominator: str = "1") -> Fraction | None:
     return Fraction(numerator) / int(denominator)
 
 
+def _token_value(match: re.Match) -> Fraction | None:
+    """The value of one match of `_NUMBER_TOKEN`, exactly."""
+    if match.group("plain") is not None:
+        return _fraction(match.group("plain"))
+    if match.group("latex_num") is not None:
+        value = _fraction(match.group("latex_num"), match.group("latex_den"))
+        return -value if value is not None and match.group("latex_sign") else value
+    return _fraction(match.group("slash_num"), match.group("slash_den"))
+
+
+def _values(cleaned: str) -> Iterator[Fraction]:
+    """The numbers of a text already through `_clean_for_numbers`, in order."""
+    for match in _NUMBER_TOKEN.finditer(cleaned):
+        value = _token_value(match)
+        if value is not None:
+            yield value
+
+
 def _numbers_in(text: str) -> list[Fraction]:
     """Every number in `text`, in order, as exact fractions (so 0.1 + 0.2 == 0.3 holds)."""
-    numbers = []
-    for match in _NUMBER_TOKEN.finditer(_clean_for_numbers(text)):
-        if match.group("plain") is not None:
-            value = _fraction(match.group("plain"))
-        elif match.group("latex_num") is not None:
-            value = _fraction(match.group("latex_num"), match.group("latex_den"))
-            if value is not None and match.group("latex_sign"):
-                value = -value
-        else:
-            value = _fraction(match.group("slash_num"), match.group("slash_den"))
-        if value is not None:
-            numbers.append(value)
-    return numbers
+    return list(_values(_clean_for_numbers(text)))
+
+
+def _leading_value(text: str) -> Fraction | None:
+    """The number a cleaned `text` starts with, if it stands on its own ("7", "7 apples",
+    "7 = 10 - 3"); None if `text` starts otherwise, or with a calculation or term ("3 + 4", "2x")."""
+    text = text.lstrip()
+    match = _NUMBER_TOKEN.match(text)
+    if match is None or _CONTINUES.match(text, match.end()):
+        return None
+    return _token_value(match)
 
 
 def _format_number(value: Fraction) -> str:
@@ -266,19 +330,19 @@ def _plain_number(text: str) -> Fraction | None:
 
 
 def _normalise_number(text: str) -> str | None:
-    text = _MARKDOWN.sub("", text)
-    if "=" in text:                 # "x = 5", "3 + 4 = 7": what comes after the last "="
-        text = text.rsplit("=", 1)[1]
-    numbers = _numbers_in(text)
-    return _format_number(numbers[0]) if numbers else None
+    """The number an answer states: the value it starts with ("7 = 10 - 3" -> 7); else the result
+    after its last "=" ("3 + 4 = 7", "x = 5"); else its first number."""
+    text = _TIMES.sub(" \u00d7 ", text)        # "2 * 3" multiplies: keep it from the markdown sweep
+    text = _clean_for_numbers(_MARKDOWN.sub("", text))
+    value = _leading_value(text)
+    if value is None:
+        value = next(_values(text.rsplit("=", 1)[-1]), None)
+    return _format_number(value) if value is not None else None
 
 
 # --------------------------------------------------------------------------------------
 # Text and lists
 # --------------------------------------------------------------------------------------
-
-_QUOTES_AND_PUNCTUATION = " \t\r\n\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb.,!?;:"
-
 
 def _unwrap_latex_text(text: str) -> str:
     return re.sub(r"\\(?:text|textbf|textit|mathrm|mbox)\{([^{}]*)\}", r"\1", text)

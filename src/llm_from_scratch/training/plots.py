@@ -1,8 +1,12 @@
-"""Loss curves as pictures: train and validation loss against steps (and tokens seen on top)."""
+"""Training curves as pictures: train and validation loss against steps (and tokens seen on top),
+other figures recorded at evaluations, and a panel per logged figure for methods that log every
+step (DPO, GRPO: reward, accuracy, entropy, ... with the held-out accuracy beside them)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 
 def plot_losses(history: list[dict[str, float]], path: str | Path) -> Path:
@@ -47,6 +51,43 @@ def plot_metrics(history: list[dict[str, float]], keys: list[str], path: str | P
     ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_step_figures(history: list[dict[str, Any]], evaluations: list[dict[str, Any]], keys: tuple[str, ...],
+                      path: str | Path) -> Path | None:
+    """One panel per figure in `keys` logged at every step (raw and smoothed), and one of the
+    held-out figures measured at each evaluation; None when there is nothing to draw."""
+    keys = tuple(k for k in keys if history and k in history[-1])
+    held_out = sorted({k for e in evaluations for k, v in e.items() if k != "step" and isinstance(v, float)})
+    panels = list(keys) + (["held-out accuracy"] if held_out else [])
+    if not panels:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    steps = [h["step"] for h in history]
+    for ax, key in zip(axes.flat, panels):
+        if key == "held-out accuracy":
+            for name in held_out:
+                points = [(e["step"], e[name]) for e in evaluations if name in e]
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=name)
+            ax.legend(fontsize=7)
+        else:
+            values = [h.get(key, float("nan")) for h in history]
+            ax.plot(steps, values, alpha=0.35)
+            window = max(1, len(values) // 20)      # a running mean over a twentieth of the run
+            smooth = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+                      for i in range(len(values))]
+            ax.plot(steps, smooth)
+        ax.set_title(key.replace("_", " "), fontsize=9)
+        ax.set_xlabel("step")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     return _save(fig, path)
 
 

@@ -1,0 +1,69 @@
+"""Sampling defaults are written once, in `generation/defaults.py`, and every command reads them there.
+
+Comparing a parser's default with the table is not enough: a value typed into the parser by hand
+passes as long as it happens to agree. So each check also changes the table (to values no one
+would pick) and builds the parsers again: a default that is read from the table follows, a
+hard-coded one does not.
+"""
+
+import dataclasses
+import inspect
+
+import pytest
+
+from llm_from_scratch.cli.main import build_parser
+from llm_from_scratch.generation.defaults import (POLICY_SAMPLING_TEMPERATURE, SURFACE_DEFAULTS,
+                                                  TASK_EVAL_MAX_NEW_TOKENS, TASK_EVAL_TEMPERATURE)
+
+# (the command line with nothing but the required flags, the surface whose defaults it uses)
+COMMANDS = [
+    (["generate", "--model", "x"], "generate"),
+    (["chat", "--model", "x"], "chat"),
+    (["evaluate", "tasks", "--model", "x"], "tasks"),
+]
+FLAG_OF = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "max_tokens": "max_new_tokens"}
+UNLIKELY = {"temperature": 0.123, "top_k": 7, "top_p": 0.456, "max_tokens": 77}
+
+
+def parser_defaults(argv: list[str]) -> dict:
+    args = build_parser().parse_args(argv)
+    return {setting: getattr(args, flag) for setting, flag in FLAG_OF.items()}
+
+
+@pytest.mark.parametrize("argv, surface", COMMANDS, ids=[surface for _, surface in COMMANDS])
+def test_each_command_takes_its_sampling_defaults_from_the_table(argv, surface, monkeypatch):
+    defaults = SURFACE_DEFAULTS[surface]
+    assert parser_defaults(argv) == {setting: defaults[setting] for setting in FLAG_OF}
+    for setting, value in UNLIKELY.items():
+        monkeypatch.setitem(defaults, setting, value)
+    assert parser_defaults(argv) == UNLIKELY, f"`llmfs {' '.join(argv[:-2])}` hard-codes a default"
+
+
+def test_the_named_constants_are_the_table_s_values():
+    assert SURFACE_DEFAULTS["tasks"]["temperature"] == TASK_EVAL_TEMPERATURE > 0
+    assert SURFACE_DEFAULTS["tasks"]["max_tokens"] == TASK_EVAL_MAX_NEW_TOKENS
+    assert SURFACE_DEFAULTS["policy"]["temperature"] == POLICY_SAMPLING_TEMPERATURE
+
+
+def test_task_evaluation_has_the_same_defaults_in_python_and_on_the_command_line():
+    from llm_from_scratch.evaluation.tasks import evaluate_on_tasks
+    from llm_from_scratch.pipelines.task_eval import TaskEvalConfig
+
+    config = TaskEvalConfig()
+    assert (config.temperature, config.max_new_tokens) == (TASK_EVAL_TEMPERATURE, TASK_EVAL_MAX_NEW_TOKENS)
+    parameters = inspect.signature(evaluate_on_tasks).parameters
+    assert parameters["temperature"].default == TASK_EVAL_TEMPERATURE
+    assert parameters["max_new_tokens"].default == TASK_EVAL_MAX_NEW_TOKENS
+    # TaskEvalConfig says its defaults are `llmfs evaluate tasks`'s: every flag they share agrees.
+    args = vars(build_parser().parse_args(["evaluate", "tasks", "--model", "x"]))
+    shared = [field.name for field in dataclasses.fields(TaskEvalConfig) if field.name in args]
+    assert {"temperature", "top_p", "top_k", "max_new_tokens", "num_samples"} <= set(shared)
+    for name in shared:
+        if name != "model":
+            assert args[name] == getattr(config, name), name
+
+
+@pytest.mark.parametrize("method", ["grpo", "dpo"])
+def test_rl_samples_at_the_policy_temperature(method):
+    args = build_parser().parse_args(["finetune", method, "--model", "x"])
+    assert args.temperature == POLICY_SAMPLING_TEMPERATURE
