@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_from_scratch.cli.common import CommandError, add_flag, add_inference_flags, add_model_flags, load_from_args
+from llm_from_scratch.cli.common import (CommandError, add_flag, add_inference_flags, add_model_flags,
+                                         add_sampling_flags, load_from_args)
 from llm_from_scratch.generation.defaults import SURFACE_DEFAULTS
 
 DEFAULTS = SURFACE_DEFAULTS["chat"]  # this command's sampling defaults
@@ -26,11 +27,7 @@ def add_parser(subparsers) -> None:
     add_model_flags(p)
     add_inference_flags(p)
     add_flag(p, "system", default=None, help="a system message that sets the assistant's behaviour")
-    add_flag(p, "max_new_tokens", type=int, default=DEFAULTS["max_tokens"], help="longest answer (default %(default)s)")
-    add_flag(p, "temperature", type=float, default=DEFAULTS["temperature"], help="0 = greedy (default %(default)s)")
-    add_flag(p, "top_k", type=int, default=DEFAULTS["top_k"], help="sample among the k most likely (default: off)")
-    add_flag(p, "top_p", type=float, default=DEFAULTS["top_p"], help="nucleus sampling (default %(default)s)")
-    add_flag(p, "seed", type=int, default=None)
+    add_sampling_flags(p, DEFAULTS, "longest answer")
     add_flag(p, "device", default="auto")
     p.set_defaults(handler=run)
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_from_scratch.cli.common import CommandError, add_flag, add_inference_flags, add_model_flags, load_from_args
+from llm_from_scratch.cli.common import (CommandError, add_flag, add_inference_flags, add_model_flags,
+                                         add_sampling_flags, load_from_args)
 from llm_from_scratch.generation.defaults import SURFACE_DEFAULTS
 
 DEFAULTS = SURFACE_DEFAULTS["generate"]  # this command's sampling defaults
@@ -28,13 +29,7 @@ def add_parser(subparsers) -> None:
     add_model_flags(p)
     add_inference_flags(p)
     add_flag(p, "prompt", default="", help="text to continue (default: start from nothing but end-of-text)")
-    add_flag(p, "max_new_tokens", type=int, default=DEFAULTS["max_tokens"], help="tokens to add (default %(default)s)")
-    add_flag(p, "temperature", type=float, default=DEFAULTS["temperature"], help="0 = greedy (default %(default)s)")
-    add_flag(p, "top_k", type=int, default=DEFAULTS["top_k"],
-             help="sample among the k most likely tokens (default %(default)s; 0 = off)")
-    add_flag(p, "top_p", type=float, default=DEFAULTS["top_p"],
-             help="nucleus sampling: smallest set with this much probability (default %(default)s)")
-    add_flag(p, "seed", type=int, default=None, help="make sampling repeatable")
+    add_sampling_flags(p, DEFAULTS, "tokens to add")
     add_flag(p, "num_samples", type=int, default=1)
     add_flag(p, "stream", action="store_true", help="print tokens as they are generated")
     add_flag(p, "tokenizer", default=None, help="only to check: must match the checkpoint's tokenizer")

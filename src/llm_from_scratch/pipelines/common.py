@@ -39,6 +39,15 @@ class RunFiles:
         return self.out_dir / "last.pt"
 
 
+class FinetunedRunFiles(RunFiles):
+    """A fine-tuning stage's files: the checkpoints, and the tuned model ready to use."""
+
+    @property
+    def final_model(self) -> Path:
+        """The tuned model (LoRA merged in): what `--checkpoint` of every command loads."""
+        return self.out_dir / "final_model.pt"
+
+
 @contextlib.contextmanager
 def sigterm_as_ctrl_c():
     """Schedulers and `kill` stop jobs with SIGTERM: during training, treat it like Ctrl-C so the

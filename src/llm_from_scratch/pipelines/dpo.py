@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
-from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
-from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyMethod, PolicyResult, describe_training,
-                                               finish_policy, heldout_instances, heldout_scorer, policy_trainer,
-                                               prepare_policy)
+from llm_from_scratch.pipelines.common import PipelineError
+from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyMethod, PolicyResult, frozen_reference,
+                                               prepare_policy, run_policy)
 
 DPOResult = PolicyResult
 
@@ -97,8 +96,7 @@ class DPOMethod(PolicyMethod):
     name = "DPO"
     plot_keys = DPO_PLOT
 
-    def __init__(self, model, tokenizer, pairs: list, config: DPOConfig, score=None, reference=None):
-        super().__init__(score)
+    def __init__(self, model, tokenizer, pairs: list, config: DPOConfig, reference=None):
         self.model, self.c, self.reference = model, config, reference
         self.chosen, self.rejected = encode_pairs(tokenizer, pairs, model.cfg.context_length)
         self.pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
@@ -225,17 +223,5 @@ def finetune_dpo(config: DPOConfig) -> DPOResult:
             save_preference_pairs(pairs_file, pairs)
     except (ValueError, FileNotFoundError) as exc:
         raise PipelineError(str(exc)) from exc
-    reference = None
-    if prepared.lora is None:  # a frozen copy of the start model (with LoRA: the adapters switched off)
-        import copy
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
-    heldout = heldout_instances(c)
-    method = DPOMethod(model, tokenizer, pairs, c, heldout_scorer(heldout, tokenizer, c, model.cfg.context_length),
-                       reference)
-    trainer = policy_trainer(c, prepared, method)
-    print(f"llmfs finetune dpo: {prepared.name}, {len(pairs)} pairs, {c.pairs_per_step} per step, beta {c.beta}, "
-          f"{describe_training(c, trainer, len(heldout))}; output in {out_dir}")
-    with sigterm_as_ctrl_c():
-        history = trainer.train()
-    scores = finish_policy(prepared, trainer, "dpo", extra)
-    return PolicyResult(out_dir, model, tokenizer, scores, list(history))
+    method = DPOMethod(model, tokenizer, pairs, c, frozen_reference(prepared))
+    return run_policy(c, prepared, method, f"{len(pairs)} pairs, {c.pairs_per_step} per step, beta {c.beta}", extra)

@@ -43,10 +43,9 @@ import time
 from dataclasses import dataclass
 
 from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
-from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
+from llm_from_scratch.pipelines.common import PipelineError
 from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyMethod, PolicyResult, answer_budget,
-                                               describe_training, finish_policy, heldout_instances, heldout_scorer,
-                                               policy_trainer, prepare_policy)
+                                               frozen_reference, prepare_policy, run_policy)
 
 GRPOResult = PolicyResult
 
@@ -122,11 +121,10 @@ class GRPOMethod(PolicyMethod):
     name = "GRPO"
     plot_keys = GRPO_PLOT
 
-    def __init__(self, model, tokenizer, config: GRPOConfig, questions: list, score=None, reference=None):
+    def __init__(self, model, tokenizer, config: GRPOConfig, questions: list, reference=None):
         from llm_from_scratch.evaluation.tasks import task_prompts
         from llm_from_scratch.generation.completions import sampling_vocab_size
 
-        super().__init__(score)
         self.model, self.tokenizer, self.c, self.questions = model, tokenizer, config, questions
         self.prompts = task_prompts(tokenizer, questions)
         self.max_new_tokens = answer_budget(config, self.prompts, model.cfg.context_length)
@@ -251,24 +249,11 @@ class GRPOMethod(PolicyMethod):
 
 def finetune_grpo(config: GRPOConfig) -> GRPOResult:
     """Train with GRPO as `config` says (see the module docstring); bad input raises PipelineError."""
-    import copy
-
     c = config
     check_grpo_config(c)
     questions = training_questions(c)
     prepared = prepare_policy(c, "grpo")
-    model, tokenizer = prepared.model, prepared.tokenizer
-    reference = None
-    if c.kl_coef > 0 and prepared.lora is None:  # a frozen copy of the start model
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
-    heldout = heldout_instances(c)
-    method = GRPOMethod(model, tokenizer, c, questions, heldout_scorer(heldout, tokenizer, c, model.cfg.context_length),
-                        reference)
-    trainer = policy_trainer(c, prepared, method)
-    print(f"llmfs finetune grpo: {prepared.name}, training on {c.tasks} ({len(questions)} questions, "
-          f"{c.prompts_per_step} x {c.group_size} answers of up to {method.max_new_tokens} tokens per step), "
-          f"{describe_training(c, trainer, len(heldout))}; output in {prepared.out_dir}")
-    with sigterm_as_ctrl_c():
-        history = trainer.train()
-    scores = finish_policy(prepared, trainer, "grpo")
-    return PolicyResult(prepared.out_dir, model, tokenizer, scores, list(history))
+    reference = frozen_reference(prepared) if c.kl_coef > 0 else None
+    method = GRPOMethod(prepared.model, prepared.tokenizer, c, questions, reference)
+    return run_policy(c, prepared, method, f"training on {c.tasks} ({len(questions)} questions, {c.prompts_per_step} "
+                      f"x {c.group_size} answers of up to {method.max_new_tokens} tokens per step)")

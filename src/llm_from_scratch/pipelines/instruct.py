@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_from_scratch.pipelines.common import RunFiles, sigterm_as_ctrl_c
+from llm_from_scratch.pipelines.common import FinetunedRunFiles, sigterm_as_ctrl_c
 from llm_from_scratch.pipelines.finetuning import (FinetuneConfig, default_out_dir, finetune_trainer,
                                                    load_start_model, run_name)
 
@@ -42,7 +42,7 @@ class InstructConfig(FinetuneConfig):
 
 
 @dataclass
-class InstructResult(RunFiles):
+class InstructResult(FinetunedRunFiles):
     """What an instruction run produced."""
 
     out_dir: Path
@@ -50,10 +50,6 @@ class InstructResult(RunFiles):
     tokenizer: Any
     scores: dict[str, Any]               # "before" (unless skipped) and "after": exact match, answer contained
     history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def final_model(self) -> Path:
-        return self.out_dir / "final_model.pt"
 
     @property
     def responses(self) -> Path:

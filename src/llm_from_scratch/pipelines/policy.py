@@ -15,6 +15,7 @@ resume, Ctrl-C, logs and pictures, as for pretraining.
 * `prepare_policy`: the start model (and LoRA), the tokenizer, the output folder;
 * `PolicyMethod`: what DPO and GRPO share as methods: dropout off, held-out scoring, plots;
 * `policy_trainer`: the `GPTTrainer` with the config's settings (resumed with `resume`);
+* `run_policy`: held-out scoring, the trainer, the run, the files: what both stages end with;
 * `answer_budget`: how many tokens an answer may have in the model's context;
 * `finish_policy`: merge LoRA, write final_model.pt and scores.json, print the before/after table;
 * `PolicyResult`: what a run returns.
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_from_scratch.pipelines.common import PipelineError, RunFiles
+from llm_from_scratch.pipelines.common import FinetunedRunFiles, PipelineError
 from llm_from_scratch.pipelines.finetuning import TrainingSettings
 from llm_from_scratch.training.method import TrainingMethod
 
@@ -54,7 +55,7 @@ class PolicyConfig(TrainingSettings):
 
 
 @dataclass
-class PolicyResult(RunFiles):
+class PolicyResult(FinetunedRunFiles):
     """What a DPO or GRPO run produced."""
 
     out_dir: Path
@@ -62,10 +63,6 @@ class PolicyResult(RunFiles):
     tokenizer: Any
     scores: dict[str, Any]               # held-out greedy pass@1 per family "before" and "after", ...
     history: list[dict[str, float]] = field(default_factory=list)   # one record per step
-
-    @property
-    def final_model(self) -> Path:
-        return self.out_dir / "final_model.pt"
 
     @property
     def pairs(self) -> Path:
@@ -167,8 +164,7 @@ class PolicyMethod(TrainingMethod):
     evaluate_at_start = True
     train_mode = False                   # the model stays in eval mode: dropout off, gradients on
 
-    def __init__(self, score=None):
-        self.score = score               # model -> {family: greedy pass@1}, or None
+    score = None                         # model -> {family: greedy pass@1}, or None (set by run_policy)
 
     def bind(self, trainer) -> None:
         trainer.model.eval()
@@ -194,6 +190,32 @@ def policy_trainer(config: PolicyConfig, prepared: PreparedPolicy, method: Polic
                           resume_from=str(prepared.out_dir / "last.pt") if c.resume else None)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
+
+
+def frozen_reference(prepared: PreparedPolicy):
+    """The start model as a reference: None with LoRA (the model with its adapters switched off
+    is the start model, `finetune.lora.lora_disabled`), else a frozen copy of it."""
+    import copy
+
+    return None if prepared.lora is not None else copy.deepcopy(prepared.model).eval().requires_grad_(False)
+
+
+def run_policy(config: PolicyConfig, prepared: PreparedPolicy, method: PolicyMethod, what: str,
+               extra_scores: dict | None = None) -> "PolicyResult":
+    """Train with `method` on the one training loop, scoring held-out questions before, during and
+    after, then merge LoRA and write the files (`finish_policy`). `what` describes the data."""
+    from llm_from_scratch.pipelines.common import sigterm_as_ctrl_c
+
+    c, name = config, method.name.lower()
+    heldout = heldout_instances(c)
+    method.score = heldout_scorer(heldout, prepared.tokenizer, c, prepared.model.cfg.context_length)
+    trainer = policy_trainer(c, prepared, method)
+    print(f"llmfs finetune {name}: {prepared.name}, {what}, {describe_training(c, trainer, len(heldout))}; "
+          f"output in {prepared.out_dir}")
+    with sigterm_as_ctrl_c():
+        history = trainer.train()
+    scores = finish_policy(prepared, trainer, name, extra_scores)
+    return PolicyResult(prepared.out_dir, prepared.model, prepared.tokenizer, scores, list(history))
 
 
 def describe_training(config: PolicyConfig, trainer, heldout_count: int) -> str:

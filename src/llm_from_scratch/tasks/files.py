@@ -70,18 +70,20 @@ def _text_field(record: dict, name: str, path, line_number: int, example: str) -
     return value
 
 
-def _check_limit(limit: int | None) -> None:
+def _first_records(path, dataset: str, example: str, limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`_records`, at most `limit` of them (None: all)."""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, not {limit}")
+    for count, item in enumerate(_records(path, dataset, example)):
+        if limit is not None and count >= limit:
+            return
+        yield item
 
 
 def load_gsm8k(path, limit: int | None = None) -> list[TaskInstance]:
     """GSM8K problems from a JSONL file (at most `limit` of them), as "gsm8k" task instances."""
-    _check_limit(limit)
     instances: list[TaskInstance] = []
-    for line_number, record in _records(path, "GSM8K", GSM8K_EXAMPLE):
-        if limit is not None and len(instances) >= limit:
-            break
+    for line_number, record in _first_records(path, "GSM8K", GSM8K_EXAMPLE, limit):
         question = _text_field(record, "question", path, line_number, GSM8K_EXAMPLE)
         solution = _text_field(record, "answer", path, line_number, GSM8K_EXAMPLE)
         reasoning, marker, final = solution.rpartition("####")
@@ -108,11 +110,8 @@ def _math_level(value: Any) -> int | None:
 
 def load_math500(path, limit: int | None = None) -> list[TaskInstance]:
     """MATH-500 problems from a JSONL file (at most `limit` of them), as "math500" task instances."""
-    _check_limit(limit)
     instances: list[TaskInstance] = []
-    for line_number, record in _records(path, "MATH-500", MATH500_EXAMPLE):
-        if limit is not None and len(instances) >= limit:
-            break
+    for line_number, record in _first_records(path, "MATH-500", MATH500_EXAMPLE, limit):
         problem = _text_field(record, "problem", path, line_number, MATH500_EXAMPLE)
         answer = record.get("answer")
         if not isinstance(answer, str) or not answer.strip():
