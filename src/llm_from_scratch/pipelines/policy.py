@@ -160,7 +160,6 @@ class PolicyMethod(TrainingMethod):
     """What DPO and GRPO share as methods of the training loop: dropout off (see the module
     docstring), a line of log.jsonl per step, held-out accuracy before, during and after."""
 
-    log_every_step = True
     evaluate_at_start = True
     train_mode = False                   # the model stays in eval mode: dropout off, gradients on
 

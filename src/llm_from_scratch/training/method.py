@@ -36,7 +36,7 @@ class TrainingMethod:
 
     name = "training"                   # shown on the progress bar
     plot_keys: tuple[str, ...] = ()     # per-step figures drawn into training.png
-    log_every_step = False              # log.jsonl: a line per step (else a line per evaluation)
+    log_every_step = True               # log.jsonl and history: a line per step (else per evaluation)
     evaluate_at_start = False           # also evaluate before the first step (a "before" score)
     saves_best_model = False            # keep best_model.pt at the lowest validation loss
     supports_distributed = False        # may run under torchrun

@@ -57,6 +57,7 @@ class NextTokenMethod(TrainingMethod):
     """
 
     name = "training"
+    log_every_step = False                # a line of log.jsonl per evaluation: the loss curve
     saves_best_model = True
     supports_distributed = True
 
