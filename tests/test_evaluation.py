@@ -126,3 +126,62 @@ def test_no_validation_data_is_said_not_printed_as_nan(tmp_path, capsys):
         record = json.loads(line, parse_constant=refuse)
         assert math.isfinite(record["train_loss"])
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _counting_run(monkeypatch, num_windows: int, **settings):
+    """A tiny fp32 run; (trainer, tokens trained on, tokens scored by evaluations)."""
+    from llm_from_scratch.training.next_token import NextTokenMethod
+
+    model, tokens = _model_and_tokens(num_windows=num_windows)
+    windows = TokenWindowDataset(tokens.numpy(), CONTEXT)
+    scored = {"tokens": 0}
+    real = NextTokenMethod.batch_loss
+
+    def counting(self, inputs, targets):
+        scored["tokens"] += inputs.numel()
+        return real(self, inputs, targets)
+    monkeypatch.setattr(NextTokenMethod, "batch_loss", counting)
+    trainer = GPTTrainer(model, DataLoader(windows, batch_size=4, shuffle=True, drop_last=True),
+                         DataLoader(windows, batch_size=4), precision="fp32", progress=False, **settings)
+    trainer.train()
+    return trainer, trainer.state.tokens_seen, scored["tokens"]
+
+
+def test_a_short_run_spends_a_small_share_on_evaluation(monkeypatch):
+    """20 steps used to get 10 evaluations of 2 x 20 batches and the whole split at the end: 25x
+    the training tokens. Now all evaluations together score at most a quarter of them (rounded up
+    to whole batches: at least one batch for the final score and one per side per evaluation)."""
+    from llm_from_scratch.training.next_token import EVAL_TOKEN_SHARE
+
+    trainer, trained, scored = _counting_run(monkeypatch, num_windows=400, max_steps=20)
+    batch_tokens = 4 * CONTEXT
+    assert trainer.eval_interval == 20 and len(trainer.state.history) == 1     # one evaluation, at the end
+    assert scored <= EVAL_TOKEN_SHARE * trained + 3 * batch_tokens
+    assert trainer.state.history[-1]["final_val_whole_split"] is False         # a stated sample
+
+
+def test_a_long_run_gets_the_full_evaluation_and_explicit_sizes_win(monkeypatch):
+    from llm_from_scratch.training.next_token import MAX_EVAL_BATCHES, MAX_EVALUATIONS, NextTokenMethod
+
+    model, tokens = _model_and_tokens(num_windows=400)
+    windows = TokenWindowDataset(tokens.numpy(), CONTEXT)
+
+    def sized(**settings):
+        trainer = GPTTrainer(model, DataLoader(windows, batch_size=4, shuffle=True, drop_last=True),
+                             DataLoader(windows, batch_size=4), precision="fp32", progress=False, **settings)
+        method: NextTokenMethod = trainer.method
+        return trainer.eval_interval, method.eval_batches, method.final_eval_tokens
+
+    assert sized(max_steps=20_000) == (20_000 // MAX_EVALUATIONS, MAX_EVAL_BATCHES, 20_000 * 4 * CONTEXT // 12)
+    assert sized(max_steps=20, eval_interval=5, eval_batches=3, final_eval_tokens="all") == (5, 3, None)
+    assert sized(max_steps=20, final_eval_tokens=64)[2] == 64
+    interval, batches, _ = sized(max_steps=2000, eval_interval=100)           # 20 evaluations share the budget
+    assert interval == 100 and 1 <= batches <= MAX_EVAL_BATCHES
+
+
+def test_explicit_evaluation_settings_are_used_as_given(monkeypatch):
+    trainer, trained, scored = _counting_run(monkeypatch, num_windows=60, max_steps=4, eval_interval=2,
+                                             eval_batches=2, final_eval_tokens="all")
+    assert [h["step"] for h in trainer.state.history] == [2, 4]
+    # 2 evaluations x (train + validation) x 2 batches, and the whole split (60 windows) at the end
+    assert scored == 2 * 2 * 2 * 4 * CONTEXT + 60 * CONTEXT
