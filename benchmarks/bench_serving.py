@@ -347,7 +347,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16, help="A's max_batch_size (default 16)")
     p.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: torch's)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the served weights' float dtype")
-    p.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
+    from llm_from_scratch.quantize import QUANTIZE_MODES
+    p.add_argument("--quantize", choices=list(QUANTIZE_MODES), default="none",
                    help="weight-only quantization of the served model (default none)")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--verbose", action="store_true", help="show the servers' output")

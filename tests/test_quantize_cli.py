@@ -86,5 +86,9 @@ def test_unsupported_combinations_are_clear_errors(base_checkpoint, tmp_path, ca
     assert code == 2 and "local judge" in err
     with pytest.raises(ValueError, match="CPU only"):
         load_model(checkpoint=base_checkpoint, device="meta", quantize="int4")
+    # refused before anything is loaded or any GPU is touched: what is wrong, and what to use instead
+    code, out, err = run_cli(capsys, "generate", "--checkpoint", str(base_checkpoint), "--device", "cuda",
+                             "--quantize", "int4")
+    assert code == 2 and "int4 runs on the CPU only" in err and "use --quantize int8 or none" in err
     with pytest.raises(ValueError, match="unknown dtype"):
         load_model(checkpoint=base_checkpoint, device="cpu", dtype="fp8")

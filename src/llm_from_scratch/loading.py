@@ -14,6 +14,11 @@ goes through `load_model`, so they all accept the same things:
 This module only decides *what* to load; the work is elsewhere: names come from the catalog
 (`weights/catalog.py`), files are read by `weights/` (pretrained) and `io/checkpoints.py` (ours),
 and models are built by `model/registry.py` from the configuration a checkpoint records.
+
+``quantize="int8"`` (a name of `quantize.formats.FORMATS`) is checked once, where it comes in
+(`resolve_format`: unknown names, devices the format does not run on), and travels on as its
+`QuantFormat`: a float model is quantized once it is loaded (`quantize_model`); a GGUF file's
+blocks go straight into the quantized layers inside the GGUF loader (`weights/llama.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import torch
 from llm_from_scratch.allocator import give_back_freed_memory, trim_freed_memory
 from llm_from_scratch.io.checkpoints import clean_state_dict, read_checkpoint
 from llm_from_scratch.model.registry import model_from_config
-from llm_from_scratch.quantize.model import check_quantize, quantize_model
+from llm_from_scratch.quantize.formats import QuantFormat, resolve_format
+from llm_from_scratch.quantize.model import quantize_model
 from llm_from_scratch.weights.catalog import find_pretrained, pretrained_names
 
 __all__ = ["LoadedModel", "load_model", "load_pretrained", "load_checkpoint_model", "model_from_config",
@@ -61,7 +67,7 @@ class LoadedModel:
 
 
 def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu",
-                    quantize: str = "none"):
+                    quantize: str | QuantFormat | None = "none"):
     """(model in eval mode, tokenizer) for a pretrained model name or a path to pretrained files.
 
     `dtype`: the float dtype of the weights and activations (fp32 or bf16). `quantize`: "int8" or
@@ -76,17 +82,17 @@ def load_pretrained(name: str, *, dtype: torch.dtype | str = torch.float32, devi
     from llm_from_scratch.weights.gpt2 import as_dtype
 
     dtype = as_dtype(dtype)
-    quantize = check_quantize(quantize, device)
+    fmt = resolve_format(quantize, device)  # None: not quantized
     known = find_pretrained(name)
     path = Path(name).expanduser()
     gguf = (known is not None and known.family == "llama") or (path.suffix == ".gguf" and path.is_file())
-    if quantize == "none" or gguf:
-        return _load_pretrained(name, dtype, device, quantize)
-    model, tokenizer = _load_pretrained(name, dtype, "cpu", "none")
-    return quantize_model(model, quantize).to(device), tokenizer
+    if fmt is None or gguf:  # (the GGUF loader builds the quantized layers from the file's blocks)
+        return _load_pretrained(name, dtype, device, fmt)
+    model, tokenizer = _load_pretrained(name, dtype, "cpu", None)
+    return quantize_model(model, fmt).to(device), tokenizer
 
 
-def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device, quantize: str):
+def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device, quantize: QuantFormat | None):
     known = find_pretrained(name)
     if known is not None and known.family == "gpt2":
         from llm_from_scratch.weights.gpt2 import load_gpt2
@@ -185,35 +191,37 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device | None = 
 def load_model(model: str | None = None, checkpoint: str | Path | None = None, *,
                device: str | torch.device | None = None, dtype: torch.dtype | str = torch.float32,
                tokenizer_name: str | None = None, model_type: str | None = None,
-               quantize: str = "none") -> LoadedModel:
+               quantize: str | QuantFormat | None = "none") -> LoadedModel:
     """A `LoadedModel` from a pretrained name/path (`model`) or a checkpoint of ours (`checkpoint`).
 
     `dtype`: "fp32" (default) or "bf16" for the weights and activations. `quantize`: "none"
     (default), "int8" (per-channel int8 matrices) or "int4" (groups of 32, CPU only): weight-only
-    quantization for inference (docs/20-quantization.md)."""
+    quantization for inference (`quantize.formats.FORMATS`, docs/20-quantization.md)."""
     if (model is None) == (checkpoint is None):
         raise ValueError("give either a pretrained model (--model NAME) or a checkpoint (--checkpoint PATH), "
                          f"not {'both' if model else 'neither'}. Pretrained names: {', '.join(pretrained_names())}")
     from llm_from_scratch.training.trainer import auto_device
 
     device = auto_device(str(device) if device is not None else "auto")
-    quantize = check_quantize(quantize, device)
+    fmt = resolve_format(quantize, device)  # the one check of the --quantize value
     give_back_freed_memory()  # the loading's temporaries go back to the system (allocator.py)
     try:
-        return _load_model(model, checkpoint, device, dtype, tokenizer_name, model_type, quantize)
+        return _load_model(model, checkpoint, device, dtype, tokenizer_name, model_type, fmt)
     finally:
         trim_freed_memory()
 
 
-def _load_model(model, checkpoint, device, dtype, tokenizer_name, model_type, quantize) -> LoadedModel:
+def _load_model(model, checkpoint, device, dtype, tokenizer_name, model_type,
+                fmt: QuantFormat | None) -> LoadedModel:
     if checkpoint is not None:
-        net, tokenizer, ckpt = load_checkpoint_model(checkpoint, "cpu" if quantize != "none" else device,
+        net, tokenizer, ckpt = load_checkpoint_model(checkpoint, "cpu" if fmt is not None else device,
                                                      tokenizer_name, model_type)
         if dtype not in (torch.float32, "fp32", "float32"):
             from llm_from_scratch.weights.gpt2 import as_dtype
             net = net.to(as_dtype(dtype))
-        net = quantize_model(net, quantize).to(device)
+        if fmt is not None:  # quantized on the CPU, then moved
+            net = quantize_model(net, fmt).to(device)
         info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "rng")}
         return LoadedModel(net, tokenizer, str(checkpoint), info)
-    net, tokenizer = load_pretrained(model, dtype=dtype, device=device, quantize=quantize)
+    net, tokenizer = load_pretrained(model, dtype=dtype, device=device, quantize=fmt)
     return LoadedModel(net, tokenizer, model)

@@ -4,7 +4,8 @@
 * `add_precision_flag`: `--precision`, the same for every command that trains.
 * `add_model_flags` / `load_from_args`: `--model NAME | --checkpoint PATH`, for every command
   that uses a model (generate, chat, serve, evaluate, export, finetune); `add_inference_flags`:
-  `--dtype fp32|bf16`, `--quantize none|int8|int4` and `--compile` for those that only run it.
+  `--dtype fp32|bf16`, `--quantize` (none, or a format of `quantize.formats.FORMATS`) and
+  `--compile` for those that only run it.
 * `config_from_args`: a pipeline config (`llm_from_scratch.pipelines`) from the parsed flags
   of the same names: the whole job of a command that runs a pipeline stage.
 * `CommandError`: bad input, printed by `main.py` as one line (exit code 2). It is the pipelines'
@@ -21,7 +22,7 @@ from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
 
 CommandError = PipelineError
 __all__ = ["CommandError", "sigterm_as_ctrl_c", "add_flag", "add_precision_flag", "add_model_flags",
-           "add_inference_flags", "load_from_args", "config_from_args"]
+           "add_inference_flags", "add_sampling_flags", "load_from_args", "config_from_args"]
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -55,12 +56,28 @@ def add_inference_flags(p) -> None:
     add_flag(p, "dtype", default="fp32", choices=["fp32", "bf16"],
              help="float dtype of the weights and activations (default fp32; bf16 halves the memory and "
                   "is faster on most CPUs for generation)")
-    add_flag(p, "quantize", default="none", choices=["none", "int8", "int4"],
-             help="weight-only quantization for inference: int8 (one scale per output channel) or int4 "
-                  "(groups of 32, CPU only); a GGUF model's 4/8-bit blocks load straight into it (default none)")
+    from llm_from_scratch.quantize.formats import FORMATS, QUANTIZE_MODES
+
+    formats = "; ".join(f"{fmt.name}: {fmt.description}" for fmt in FORMATS.values())
+    add_flag(p, "quantize", default="none", choices=list(QUANTIZE_MODES),
+             help=f"weight-only quantization for inference ({formats}). A GGUF model's 4/8-bit blocks "
+                  "load straight into it (default none)")
     add_flag(p, "compile", action="store_true",
              help="compile the one-token decode step with torch.compile (takes a minute first; measure "
                   "whether it pays on your machine: benchmarks/bench_generation.py)")
+
+
+def add_sampling_flags(p, defaults: dict, max_new_tokens_help: str) -> None:
+    """--max_new_tokens, --temperature, --top_k, --top_p and --seed, with a surface's defaults
+    (`generation.defaults.SURFACE_DEFAULTS`), shared by generate and chat."""
+    add_flag(p, "max_new_tokens", type=int, default=defaults["max_tokens"],
+             help=f"{max_new_tokens_help} (default %(default)s)")
+    add_flag(p, "temperature", type=float, default=defaults["temperature"], help="0 = greedy (default %(default)s)")
+    add_flag(p, "top_k", type=int, default=defaults["top_k"],
+             help="sample among the k most likely tokens (default %(default)s; 0 or None = off)")
+    add_flag(p, "top_p", type=float, default=defaults["top_p"],
+             help="nucleus sampling: smallest set with this much probability (default %(default)s)")
+    add_flag(p, "seed", type=int, default=None, help="make sampling repeatable")
 
 
 def load_from_args(args, device) -> "LoadedModel":  # noqa: F821

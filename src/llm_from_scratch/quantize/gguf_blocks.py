@@ -12,11 +12,16 @@ In a Q4 block, byte j holds weight j in its low four bits and weight j + 16 in i
 minimum per group of 32), a form that rows can be reordered and stacked in (the loader undoes
 llama.cpp's query/key row order and fuses q, k and v) before it becomes a layer:
 
-* Q4_0 / Q4_1 -> `Int4Linear.from_groups`: the file's own values, bit for bit;
+* Q4_0 / Q4_1 -> `Int4Linear` (the int4 format, `formats.py`): the file's 4-bit values bit
+  for bit; its fp16 scales ``d`` and the kernel's ``zero = m + 8 d`` are rounded to bf16, which
+  the kernel needs (each to within 2**-8 of its value: see `int4.py`);
 * anything -> int8 per channel (`to_int8`): the group values are turned into float one slice
   of rows at a time and quantized per row, so no float copy of the whole matrix ever exists.
-  For Q8_0 this rounds a second time (a per-row scale instead of a per-block one): at most
-  half an int8 step of the row's largest weight.
+  This rounds a second time (a per-row scale instead of a per-block one): at most half an
+  int8 step of the row's largest weight.
+
+Which blocks go where is the formats' decision (`QuantFormat.from_blocks`); this module only
+reads them.
 """
 
 from __future__ import annotations

@@ -18,17 +18,33 @@ the scale is constant along a row, it factors out of the dot product::
 
     y[r] = sum_j x[j] * q[r, j] * scale[r] = scale[r] * (x . q[r, :])
 
-so a kernel can multiply by the int8 values directly and scale each output once. PyTorch ships
-such a kernel for CPUs, ``torch.ops.aten._weight_int8pack_mm(x, q, scale)``. It is fast only
-with bf16 (or fp16) inputs: measured on a 2-core AMD EPYC (AVX2), a 576 x 1536 matrix takes
-0.09 ms with a bf16 input and 1.0 ms with an fp32 one (the fp32 input is not vectorized). So
-these layers compute the matrix product in bf16 with fp32 accumulation inside the kernel, and
-hand back the caller's dtype: "weights int8, activations float". Elsewhere (another device,
-an older PyTorch) they use the plain reference computation, ``x @ (q * scale).T``.
+**The kernel.** PyTorch ships a CPU kernel for the product with int8 values,
+``torch.ops.aten._weight_int8pack_mm(x, q, scales)``. It is fast only with a bf16 input (and
+then wants its scales in bf16 too): measured on a 2-core AMD EPYC (AVX2), a 576 x 1536 matrix
+takes 0.03-0.09 ms with a bf16 input and 0.6-1.0 ms with an fp16 or fp32 one. So the layers hand
+it a bf16 copy of the input (it accumulates in fp32) and give back the caller's dtype:
+"weights int8, activations float". The scales stay exact: the kernel gets scales of 1 (it
+computes ``x . q``) and each output is then multiplied by its fp32 ``scale[r]``, the line
+above; this costs nothing measurable and avoids rounding the scales to bf16's 8 bits.
+
+**What the kernel cannot take** (measured with PyTorch 2.13, each shape in its own process,
+see tests/test_quantize_formats.py):
+
+* an input width ``in_features`` that is not a multiple of 16: with 2 or more rows the process
+  dies (segmentation fault), and even with one row the result is garbage (inf, NaN). So the
+  layers store ``q`` with its columns padded by zeros to a multiple of 16, once, when they are
+  built (`padded_width`), and pad the input with zero columns to match: the zeros add nothing
+  to the dot products, and the kernel stays fast. ``in_features`` stays the true width;
+  `dequantized_weight` gives the (out, in) matrix without the padding.
+* an input whose rows are not contiguous in memory (a bf16 slice such as ``x[:, -1, :]``): a
+  segmentation fault too, so the input is made contiguous first.
+
+Every output size works. Elsewhere (another device, or a PyTorch without the kernel) the layers
+use the plain reference computation, ``x @ (q * scale).T``: correct, not faster than float.
 
 The token embedding is quantized the same way (one scale per token row); a model whose output
-head is tied to the embedding (GPT-2, SmolLM2) shares the same int8 matrix between both, as the
-float model shares its float one.
+head is tied to the embedding (GPT-2, SmolLM2) shares the same (padded) int8 matrix between
+both, as the float model shares its float one.
 """
 
 from __future__ import annotations
@@ -37,8 +53,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-#: The dtype the int8 and int4 kernels take their inputs in on a CPU (see the module docstring).
+#: The dtype the int8 and int4 kernels take their inputs (and scales) in on a CPU (see above).
 KERNEL_INPUT_DTYPE = torch.bfloat16
+
+#: The int8 kernel is only correct for input widths that are a multiple of this (measured above).
+KERNEL_WIDTH_MULTIPLE = 16
 
 
 def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,23 +81,43 @@ def int8_kernel_available(device: torch.device | str) -> bool:
     return torch.device(device).type == "cpu" and hasattr(torch.ops.aten, "_weight_int8pack_mm")
 
 
+def padded_width(width: int) -> int:
+    """`width` rounded up to a multiple of KERNEL_WIDTH_MULTIPLE: the number of columns stored."""
+    return -(-width // KERNEL_WIDTH_MULTIPLE) * KERNEL_WIDTH_MULTIPLE
+
+
+def _padded_table(q: torch.Tensor, width: int) -> torch.Tensor:
+    """q (rows, width) with zero columns added up to `padded_width(width)`; a q already padded as is."""
+    if q.dtype != torch.int8 or q.dim() != 2:
+        raise ValueError(f"need q as an int8 matrix (rows, cols), got {q.dtype} of shape {tuple(q.shape)}")
+    if q.shape[1] == padded_width(width):
+        return q
+    if q.shape[1] != width:
+        raise ValueError(f"q has {q.shape[1]} columns: expected {width} or, padded, {padded_width(width)}")
+    return F.pad(q, (0, padded_width(width) - width))
+
+
 class Int8Linear(nn.Module):
     """A linear layer whose weight is int8 with one scale per output channel.
 
-    x (..., in_features) -> (..., out_features), in x's dtype. Buffers: `q` (out, in) int8,
-    `scale` (out,) float32, and the optional `bias` (a float parameter, as in nn.Linear).
+    x (..., in_features) -> (..., out_features), in x's dtype. Buffers: `q` (out, in padded to a
+    multiple of 16) int8, `scale` (out,) float32 (kept in float32 by ``.to(dtype)``), and the
+    optional `bias` (a float parameter, as in nn.Linear). `in_features`: the true input width
+    when `q` is already padded (a tied head sharing the embedding's table).
     """
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None, *,
+                 in_features: int | None = None):
         super().__init__()
-        if q.dtype != torch.int8 or q.dim() != 2 or scale.shape != (q.shape[0],):
-            raise ValueError(f"need q (out, in) int8 and scale (out,), got {q.dtype} {tuple(q.shape)} and "
+        self.in_features = q.shape[1] if in_features is None else in_features
+        self.out_features = q.shape[0]
+        if scale.shape != (self.out_features,):
+            raise ValueError(f"need one scale per output row: q has {self.out_features} rows, scale has shape "
                              f"{tuple(scale.shape)}")
-        self.out_features, self.in_features = q.shape
-        self.register_buffer("q", q)
+        self.register_buffer("q", _padded_table(q, self.in_features))
         self.register_buffer("scale", scale.float())
         self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
-        self._kernel_scale: torch.Tensor | None = None  # `scale` in the kernel's input dtype, made once
+        self._unit_scales: torch.Tensor | None = None  # the kernel's scales: ones in bf16, made once
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
@@ -86,25 +125,36 @@ class Int8Linear(nn.Module):
         return cls(q, scale, linear.bias)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return dequantize_per_channel(self.q, self.scale, dtype)
+        """The (out, in) matrix this layer multiplies by (without the padding columns)."""
+        return dequantize_per_channel(self.q[:, :self.in_features], self.scale, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"{type(self).__name__} takes inputs of width {self.in_features}, "
+                             f"got shape {tuple(x.shape)}")
         leading = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)                                  # (N, in)
         if int8_kernel_available(flat.device):
-            if self._kernel_scale is None or self._kernel_scale.device != flat.device:
-                self._kernel_scale = self.scale.to(KERNEL_INPUT_DTYPE)
-            out = torch.ops.aten._weight_int8pack_mm(flat.to(KERNEL_INPUT_DTYPE), self.q, self._kernel_scale)
-            out = out.to(x.dtype)
+            flat = flat.to(KERNEL_INPUT_DTYPE)
+            if self.q.shape[1] != self.in_features:                             # zero columns, as in q
+                flat = F.pad(flat, (0, self.q.shape[1] - self.in_features))
+            if self._unit_scales is None or self._unit_scales.device != flat.device:
+                self._unit_scales = torch.ones(self.out_features, dtype=KERNEL_INPUT_DTYPE, device=flat.device)
+            dots = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.q, self._unit_scales)  # x . q
+            out = dots.float().mul_(self.scale).to(x.dtype)                     # * scale, in fp32
         else:  # the reference: dequantize, then an ordinary matmul
-            out = F.linear(flat, self.q.to(x.dtype)) * self.scale.to(x.dtype)
+            out = F.linear(flat, self.q[:, :self.in_features].to(x.dtype)) * self.scale.to(x.dtype)
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
         return out.reshape(*leading, self.out_features)                         # (..., out)
 
     def _apply(self, fn, recurse=True):
-        self._kernel_scale = None  # .to(device/dtype) moves the buffers: make the kernel copy again
-        return super()._apply(fn, recurse)
+        # .to(dtype) converts float buffers: keep `scale` exact in float32 (it moves devices only)
+        scale = self.scale
+        result = super()._apply(fn, recurse)
+        self.scale = scale.to(self.q.device)
+        self._unit_scales = None  # made again on the new device
+        return result
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -113,13 +163,17 @@ class Int8Linear(nn.Module):
 class Int8Embedding(nn.Module):
     """A token embedding table stored as int8 rows with one scale per token.
 
-    ids (...) -> (..., emb_dim) vectors in `dtype` (the model's activation dtype). `as_head()` gives
-    the output head that shares this table (tied weights)."""
+    ids (...) -> (..., emb_dim) vectors in `dtype` (the model's activation dtype). The table's
+    columns are padded with zeros to a multiple of 16, as `Int8Linear` needs, so that `as_head()`
+    gives an output head sharing this very table (tied weights)."""
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.num_embeddings, self.embedding_dim = q.shape
-        self.register_buffer("q", q)
+        if scale.shape != (self.num_embeddings,):
+            raise ValueError(f"need one scale per token row: {self.num_embeddings} rows, scale shape "
+                             f"{tuple(scale.shape)}")
+        self.register_buffer("q", _padded_table(q, self.embedding_dim))
         self.register_buffer("scale", scale.float())
         self.dtype = dtype
 
@@ -128,16 +182,23 @@ class Int8Embedding(nn.Module):
         q, scale = quantize_per_channel(embedding.weight)
         return cls(q, scale, embedding.weight.dtype)
 
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The (num_embeddings, embedding_dim) table the lookups read."""
+        return dequantize_per_channel(self.q[:, :self.embedding_dim], self.scale, dtype)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         # look up the int8 rows first, then scale only those: (..., emb_dim)
-        return (self.q[ids].to(self.dtype) * self.scale[ids].to(self.dtype).unsqueeze(-1))
+        rows = self.q[ids, :self.embedding_dim].to(torch.float32)
+        return (rows * self.scale[ids].unsqueeze(-1)).to(self.dtype)
 
     def as_head(self) -> Int8Linear:
         """An output head (emb_dim -> vocab) reading this same int8 table: no second copy."""
-        return Int8Linear(self.q, self.scale)
+        return Int8Linear(self.q, self.scale, in_features=self.embedding_dim)
 
     def _apply(self, fn, recurse=True):
+        scale = self.scale
         result = super()._apply(fn, recurse)
+        self.scale = scale.to(self.q.device)  # exact float32, as in Int8Linear
         probe = fn(torch.zeros((), dtype=self.dtype))  # follow .to(dtype) like a float embedding
         if probe.is_floating_point():
             self.dtype = probe.dtype

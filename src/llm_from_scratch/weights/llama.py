@@ -30,6 +30,7 @@ import torch
 from llm_from_scratch.model.llama import LlamaConfig, LlamaModel
 from llm_from_scratch.model.registry import model_from_config
 from llm_from_scratch.quantize.gguf_blocks import BLOCK_LAYOUTS, GroupValues, read_blocks
+from llm_from_scratch.quantize.formats import QuantFormat, resolve_format
 from llm_from_scratch.quantize.model import quantize_model, quantized_model_from_state
 from llm_from_scratch.weights.catalog import PRETRAINED_MODELS, find_pretrained
 
@@ -218,7 +219,7 @@ def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig, dtype: torch.dtype = 
 
 
 def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32, *,
-                    context_length: int | None = None, quantize: str = "none"):
+                    context_length: int | None = None, quantize: "str | QuantFormat | None" = "none"):
     """(LlamaModel in eval mode, HFBPETokenizer) from a llama-architecture GGUF file.
 
     With ``quantize="none"``, quantized tensors (Q4_1, Q8_0, K-quants...) are dequantized to float32
@@ -232,6 +233,7 @@ def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32, *,
     from llm_from_scratch.tokenizers.hf_bpe import HFBPETokenizer
     from llm_from_scratch.weights.gguf_file import GGUFFile
 
+    quantize = resolve_format(quantize, "cpu")   # an unknown name fails before the file is read
     with GGUFFile(path) as gguf_file:
         metadata = gguf_file.metadata
         embedding = gguf_file.tensor_infos.get("token_embd.weight")
@@ -244,7 +246,7 @@ def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32, *,
         if tokenizer.vocab_size > cfg.vocab_size:
             raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
                              f"{cfg.vocab_size}")
-        if quantize in (None, "none"):
+        if quantize is None:
             model = model_from_state_dict(cfg, state_dict_from_gguf(gguf_file, cfg, dtype), dtype)
         else:
             state = state_dict_from_gguf(gguf_file, cfg, dtype, keep_blocks=True)
@@ -432,7 +434,7 @@ def _smollm2_from_package(dtype: torch.dtype, context_length: int | None, quanti
 
 
 def load_smollm2(name: str = "smollm2-135m-instruct", dtype: torch.dtype = torch.float32, *,
-                 context_length: int | None = None, quantize: str = "none"):
+                 context_length: int | None = None, quantize: "str | QuantFormat | None" = "none"):
     """(model, tokenizer, chat_template) for SmolLM2-135M-Instruct.
 
     Tried in order: the Hugging Face hub (bf16 safetensors; skipped with LLMFS_OFFLINE=1), then the
@@ -444,6 +446,7 @@ def load_smollm2(name: str = "smollm2-135m-instruct", dtype: torch.dtype = torch
 
     if find_pretrained(name, family="llama") is None:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(PRETRAINED_LLAMAS)}")
+    quantize = resolve_format(quantize, "cpu")   # checked once, before anything is fetched
     sources = [
         Source(f"Hugging Face hub: {SMOLLM2_HF_REPO} ({', '.join(SMOLLM2_HF_FILES)})",
                lambda: _smollm2_from_hub(dtype, context_length, quantize), online_only=True),
