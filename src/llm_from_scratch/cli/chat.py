@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_from_scratch.cli.common import (CommandError, add_flag, add_inference_flags, add_model_flags,
+from llm_from_scratch.cli.common import (command_parser, CommandError, add_flag, add_model_flags,
                                          add_sampling_flags, load_from_args)
 from llm_from_scratch.generation.defaults import SURFACE_DEFAULTS
 
@@ -22,10 +22,8 @@ DEFAULTS = SURFACE_DEFAULTS["chat"]  # this command's sampling defaults
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("chat", help="talk with a chat model in the terminal", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_flags(p)
-    add_inference_flags(p)
+    p = command_parser(subparsers, "chat", "talk with a chat model in the terminal", __doc__)
+    add_model_flags(p, inference=True)
     add_flag(p, "system", default=None, help="a system message that sets the assistant's behaviour")
     add_sampling_flags(p, DEFAULTS, "longest answer")
     add_flag(p, "device", default="auto")

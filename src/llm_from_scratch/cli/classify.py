@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 
-from llm_from_scratch.cli.common import CommandError, add_flag
+from llm_from_scratch.cli.common import command_parser, CommandError, add_flag
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("classify", help="label texts with a fine-tuned classifier", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "classify", "label texts with a fine-tuned classifier", __doc__)
     add_flag(p, "checkpoint", required=True, help="a checkpoint written by llmfs finetune classify")
     p.add_argument("texts", nargs="+", help="the texts to classify")
     add_flag(p, "probs", action="store_true", help="also print the probability of every class")

@@ -21,8 +21,14 @@ from typing import Any
 from llm_from_scratch.pipelines.common import PipelineError, sigterm_as_ctrl_c
 
 CommandError = PipelineError
-__all__ = ["CommandError", "sigterm_as_ctrl_c", "add_flag", "add_precision_flag", "add_model_flags",
+__all__ = ["CommandError", "sigterm_as_ctrl_c", "command_parser", "add_flag", "add_precision_flag", "add_model_flags",
            "add_inference_flags", "add_sampling_flags", "load_from_args", "config_from_args"]
+
+
+def command_parser(subparsers, name: str, help: str, doc: str | None) -> argparse.ArgumentParser:
+    """A command's (or sub-command's) parser: its one-line `help` in the list of commands, and the
+    module docstring `doc`, formatted as written, as its --help page."""
+    return subparsers.add_parser(name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
@@ -41,13 +47,16 @@ def add_precision_flag(parser) -> None:
                   "gradient scaler). LLMFS_CPU_BF16=1|0 forces auto's choice on a CPU")
 
 
-def add_model_flags(p) -> None:
-    """--model NAME | --checkpoint PATH (exactly one), shared by every command that uses a model."""
+def add_model_flags(p, inference: bool = False) -> None:
+    """--model NAME | --checkpoint PATH (exactly one), shared by every command that uses a model;
+    with `inference`, also --dtype, --quantize and --compile (`add_inference_flags`)."""
     add_flag(p, "model", default=None,
              help="a pretrained model: gpt2, gpt2-medium, gpt2-large, gpt2-xl (or 124M...1558M), "
                   "smollm2-135m-instruct, qwen3-0.6b, qwen3-0.6b-base, or a path to a Hugging Face folder "
                   "(GPT-2, Llama, Qwen3) / .gguf file")
     add_flag(p, "checkpoint", default=None, help="a best_model.pt / last.pt written by llmfs train or finetune")
+    if inference:
+        add_inference_flags(p)
 
 
 def add_inference_flags(p) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from llm_from_scratch.cli.common import add_precision_flag, config_from_args
+from llm_from_scratch.cli.common import command_parser, add_precision_flag, config_from_args
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="train a tiny model on built-in text and print samples (no download)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "demo", "train a tiny model on built-in text and print samples (no download)",
+                       __doc__)
     p.add_argument("--max-steps", "--max_steps", dest="max_steps", type=int, default=1000,
                    help="optimizer steps (default: %(default)s, about two minutes on 2 CPU cores)")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=16)

@@ -14,12 +14,14 @@ examples:
 from __future__ import annotations
 
 import argparse
+
+from llm_from_scratch.cli.common import command_parser
 import sys
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("download", help="download training corpora (or split your own text) into the cache",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "download", "download training corpora (or split your own text) into the cache",
+                       __doc__)
     add_arguments(p)
     p.set_defaults(handler=run)
 

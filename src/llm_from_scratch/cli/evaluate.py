@@ -19,20 +19,19 @@ import argparse
 import json
 from pathlib import Path
 
-from llm_from_scratch.cli.common import CommandError, add_flag, add_inference_flags, add_model_flags, load_from_args
+from llm_from_scratch.cli.common import (CommandError, add_flag, add_inference_flags, add_model_flags, command_parser,
+                                         load_from_args)
 from llm_from_scratch.generation.defaults import SURFACE_DEFAULTS
 
 TASK_DEFAULTS = SURFACE_DEFAULTS["tasks"]  # `evaluate tasks`' sampling defaults
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="perplexity, classification accuracy, LLM-judge scores",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "evaluate", "perplexity, classification accuracy, LLM-judge scores", __doc__)
     kinds = p.add_subparsers(dest="kind", metavar="WHAT")
 
     q = kinds.add_parser("perplexity", help="perplexity of a model on a text or a corpus split")
-    add_model_flags(q)
-    add_inference_flags(q)
+    add_model_flags(q, inference=True)
     add_flag(q, "text", default=None, help="a text file")
     add_flag(q, "dataset", default=None, help="a corpus name (shakespeare, wikitext2, ...) or path, as in llmfs train")
     add_flag(q, "split", default="validation", choices=["train", "validation"])
@@ -65,10 +64,8 @@ def add_parser(subparsers) -> None:
 
 
 def _add_tasks(kinds) -> None:
-    t = kinds.add_parser("tasks", help="accuracy on verifiable tasks: greedy pass@1, pass@k, majority vote",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_flags(t)
-    add_inference_flags(t)
+    t = command_parser(kinds, "tasks", "accuracy on verifiable tasks: greedy pass@1, pass@k, majority vote", __doc__)
+    add_model_flags(t, inference=True)
     add_flag(t, "tasks", default="all",
              help="task families, comma-separated (addition, subtraction, multiplication, word_problems, "
                   "reverse_words, reverse_letters, count_letters, sort_numbers, compare), all (default) or none")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llm_from_scratch.cli.common import CommandError, add_flag, add_model_flags, load_from_args
+from llm_from_scratch.cli.common import command_parser, CommandError, add_flag, add_model_flags, load_from_args
 
 FORMATS = ("hf", "gguf", "safetensors")
 # = export.gguf_export.GGUF_DTYPES, spelled out so that building the parser imports no export code
@@ -27,8 +27,7 @@ GGUF_DTYPES = ("f32", "f16", "bf16", "q8_0")
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export a model to Hugging Face, GGUF or safetensors",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "export", "export a model to Hugging Face, GGUF or safetensors", __doc__)
     add_model_flags(p)
     add_flag(p, "format", required=True, choices=FORMATS)
     add_flag(p, "out", required=True, help="output folder (hf) or file (gguf, safetensors)")

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import argparse
 
-from llm_from_scratch.cli.common import add_flag, add_model_flags, add_precision_flag, config_from_args
+from llm_from_scratch.cli.common import command_parser, add_flag, add_model_flags, add_precision_flag, config_from_args
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("finetune", help="fine-tune a model: instruction following or classification",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "finetune", "fine-tune a model: instruction following or classification", __doc__)
     tasks = p.add_subparsers(dest="task", metavar="TASK")
     _add_instruct(tasks)
     _add_classify(tasks)
@@ -101,8 +100,7 @@ def add_training_flags(p, config_class, lr_help: str | None = None) -> None:
 def _add_instruct(tasks) -> None:
     from llm_from_scratch.pipelines import InstructConfig
 
-    p = tasks.add_parser("instruct", help="instruction fine-tuning (Alpaca-format data)",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(tasks, "instruct", "instruction fine-tuning (Alpaca-format data)", __doc__)
     add_model_flags(p)
     add_flag(p, "data", default="synthetic",
              help="instruction data: a .json/.jsonl file of {instruction, input, output}, 'book' (the "
@@ -122,8 +120,7 @@ def _add_instruct(tasks) -> None:
 def _add_classify(tasks) -> None:
     from llm_from_scratch.finetune.classifier import POOLING, TRAINABLE
 
-    p = tasks.add_parser("classify", help="fine-tune a text classifier (SMS spam or your CSV)",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(tasks, "classify", "fine-tune a text classifier (SMS spam or your CSV)", __doc__)
     add_model_flags(p)
     add_flag(p, "dataset", default="sms_spam",
              help="sms_spam (default), a CSV file (split 70/10/20), or a folder with train/validation/test.csv")
@@ -147,8 +144,7 @@ POLICY_LR_HELP = "peak learning rate (default 2e-4 with --lora, 2e-6 for all wei
 def _add_dpo(tasks) -> None:
     from llm_from_scratch.pipelines import DPOConfig
 
-    p = tasks.add_parser("dpo", help="preference tuning (DPO) on pairs from a file or sampled on-policy",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(tasks, "dpo", "preference tuning (DPO) on pairs from a file or sampled on-policy", __doc__)
     add_model_flags(p)
     add_flag(p, "data", default=None, help="a JSONL file of {prompt, chosen, rejected} (then --tasks none)")
     add_flag(p, "tasks", default="count_letters",
@@ -168,8 +164,7 @@ def _add_grpo(tasks) -> None:
     from llm_from_scratch.pipelines import GRPOConfig
 
     c = GRPOConfig
-    p = tasks.add_parser("grpo", help="reinforcement learning with verifiable rewards (GRPO) on the tasks",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(tasks, "grpo", "reinforcement learning with verifiable rewards (GRPO) on the tasks", __doc__)
     add_model_flags(p)
     add_flag(p, "tasks", default="count_letters", help="training task families (default %(default)s; or all)")
     add_flag(p, "difficulty", type=int, default=None, choices=[1, 2, 3])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_from_scratch.cli.common import (CommandError, add_flag, add_inference_flags, add_model_flags,
+from llm_from_scratch.cli.common import (command_parser, CommandError, add_flag, add_model_flags,
                                          add_sampling_flags, load_from_args)
 from llm_from_scratch.generation.defaults import SURFACE_DEFAULTS
 
@@ -24,10 +24,8 @@ DEFAULTS = SURFACE_DEFAULTS["generate"]  # this command's sampling defaults
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("generate", help="generate text from a checkpoint or a pretrained model", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_flags(p)
-    add_inference_flags(p)
+    p = command_parser(subparsers, "generate", "generate text from a checkpoint or a pretrained model", __doc__)
+    add_model_flags(p, inference=True)
     add_flag(p, "prompt", default="", help="text to continue (default: start from nothing but end-of-text)")
     add_sampling_flags(p, DEFAULTS, "tokens to add")
     add_flag(p, "num_samples", type=int, default=1)

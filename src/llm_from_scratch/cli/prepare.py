@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from llm_from_scratch.cli.common import human_size
+from llm_from_scratch.cli.common import command_parser, human_size
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("prepare", help="tokenize a corpus once into memory-mapped token shards",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "prepare", "tokenize a corpus once into memory-mapped token shards", __doc__)
     p.add_argument("--dataset", required=True,
                    help="a corpus name (see `llmfs download`), a folder with train.txt and validation.txt, "
                         "or your own text file / folder of .txt files")

@@ -21,17 +21,15 @@ import argparse
 import os
 import sys
 
-from llm_from_scratch.cli.common import CommandError, add_flag, add_inference_flags, add_model_flags, load_from_args, sigterm_as_ctrl_c
+from llm_from_scratch.cli.common import command_parser, CommandError, add_flag, add_model_flags, load_from_args, sigterm_as_ctrl_c
 
 API_KEY_ENV = "LLMFS_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="serve a model over HTTP (OpenAI and Ollama APIs, chat page)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_flags(p)
-    add_inference_flags(p)
+    p = command_parser(subparsers, "serve", "serve a model over HTTP (OpenAI and Ollama APIs, chat page)", __doc__)
+    add_model_flags(p, inference=True)
     add_flag(p, "host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only; "
                                                   "0.0.0.0 = every network interface)")
     add_flag(p, "port", type=int, default=8000, help="default %(default)s (Ollama's is 11434)")

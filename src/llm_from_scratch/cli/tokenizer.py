@@ -17,12 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from llm_from_scratch.cli.common import CommandError, add_flag, human_size
+from llm_from_scratch.cli.common import command_parser, CommandError, add_flag, human_size
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("tokenizer", help="train a BPE tokenizer, or show how text is tokenized",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "tokenizer", "train a BPE tokenizer, or show how text is tokenized", __doc__)
     actions = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
 
     train = actions.add_parser("train", help="train a byte-level BPE tokenizer on a corpus",

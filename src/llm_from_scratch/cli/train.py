@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 
-from llm_from_scratch.cli.common import add_flag, add_precision_flag, config_from_args
+from llm_from_scratch.cli.common import command_parser, add_flag, add_precision_flag, config_from_args
 from llm_from_scratch.pipelines.pretraining import DEFAULTS
 from llm_from_scratch.training.recipes import RECIPES
 
@@ -36,8 +36,7 @@ def _yes_no(text: str) -> bool:
 def add_parser(subparsers) -> None:
     from llm_from_scratch.model.registry import model_types
 
-    p = subparsers.add_parser("train", help="pretrain a model on a corpus (the main job)", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "train", "pretrain a model on a corpus (the main job)", __doc__)
     g = p.add_argument_group("what to train")
     add_flag(g, "model_type", default=None, help=f"model preset (default {DEFAULTS['model_type']}): "
              f"{', '.join(model_types())}")

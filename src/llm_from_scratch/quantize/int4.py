@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from llm_from_scratch.quantize.int8 import KERNEL_INPUT_DTYPE
+from llm_from_scratch.quantize.int8 import KERNEL_INPUT_DTYPE, as_rows, from_rows
 
 DEFAULT_GROUP_SIZE = 32
 
@@ -144,15 +144,9 @@ class Int4Linear(nn.Module):
                                                           self.group_size, scales_and_zeros)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"{type(self).__name__} takes inputs of width {self.in_features}, "
-                             f"got shape {tuple(x.shape)}")
-        leading = x.shape[:-1]
-        flat = x.reshape(-1, self.in_features)                                  # (N, in)
+        flat = as_rows(self, x)                                                 # (N, in)
         out = self._matmul(flat, self.scales_and_zeros).to(x.dtype)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
-        return out.reshape(*leading, self.out_features)                        # (..., out)
+        return from_rows(self, out, x)                                          # (..., out)
 
     @torch.no_grad()
     def int4_values(self) -> torch.Tensor:

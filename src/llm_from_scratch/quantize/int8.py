@@ -97,6 +97,22 @@ def _padded_table(q: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(q, (0, padded_width(width) - width))
 
 
+def as_rows(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x (..., in_features) as rows (N, in_features) for a quantized layer's matmul; an input of
+    another width is a clear error (the kernels would read past the rows, or crash)."""
+    if x.shape[-1] != layer.in_features:
+        raise ValueError(f"{type(layer).__name__} takes inputs of width {layer.in_features}, "
+                         f"got shape {tuple(x.shape)}")
+    return x.reshape(-1, layer.in_features)
+
+
+def from_rows(layer: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The rows (N, out_features) of a matmul, plus the layer's bias, in x's leading shape."""
+    if layer.bias is not None:
+        out = out + layer.bias.to(out.dtype)
+    return out.reshape(*x.shape[:-1], layer.out_features)
+
+
 class Int8Linear(nn.Module):
     """A linear layer whose weight is int8 with one scale per output channel.
 
@@ -129,11 +145,7 @@ class Int8Linear(nn.Module):
         return dequantize_per_channel(self.q[:, :self.in_features], self.scale, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"{type(self).__name__} takes inputs of width {self.in_features}, "
-                             f"got shape {tuple(x.shape)}")
-        leading = x.shape[:-1]
-        flat = x.reshape(-1, self.in_features)                                  # (N, in)
+        flat = as_rows(self, x)                                                 # (N, in)
         if int8_kernel_available(flat.device):
             flat = flat.to(KERNEL_INPUT_DTYPE)
             if self.q.shape[1] != self.in_features:                             # zero columns, as in q
@@ -144,9 +156,7 @@ class Int8Linear(nn.Module):
             out = dots.float().mul_(self.scale).to(x.dtype)                     # * scale, in fp32
         else:  # the reference: dequantize, then an ordinary matmul
             out = F.linear(flat, self.q[:, :self.in_features].to(x.dtype)) * self.scale.to(x.dtype)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
-        return out.reshape(*leading, self.out_features)                         # (..., out)
+        return from_rows(self, out, x)                                          # (..., out)
 
     def _apply(self, fn, recurse=True):
         # .to(dtype) converts float buffers: keep `scale` exact in float32 (it moves devices only)
