@@ -33,10 +33,15 @@ def parser_defaults(argv: list[str]) -> dict:
 @pytest.mark.parametrize("argv, surface", COMMANDS, ids=[surface for _, surface in COMMANDS])
 def test_each_command_takes_its_sampling_defaults_from_the_table(argv, surface, monkeypatch):
     defaults = SURFACE_DEFAULTS[surface]
-    assert parser_defaults(argv) == {setting: defaults[setting] for setting in FLAG_OF}
+    # task evaluation's answer length is the table's value or what the context leaves: the flag's
+    # default is None, and evaluate_on_tasks applies the table's value (tested below)
+    fits_context = {"max_tokens"} if surface == "tasks" else set()
+    expected = {setting: None if setting in fits_context else defaults[setting] for setting in FLAG_OF}
+    assert parser_defaults(argv) == expected
     for setting, value in UNLIKELY.items():
         monkeypatch.setitem(defaults, setting, value)
-    assert parser_defaults(argv) == UNLIKELY, f"`llmfs {' '.join(argv[:-2])}` hard-codes a default"
+    expected = {setting: None if setting in fits_context else value for setting, value in UNLIKELY.items()}
+    assert parser_defaults(argv) == expected, f"`llmfs {' '.join(argv[:-2])}` hard-codes a default"
 
 
 def test_the_named_constants_are_the_table_s_values():
@@ -50,10 +55,10 @@ def test_task_evaluation_has_the_same_defaults_in_python_and_on_the_command_line
     from llm_from_scratch.pipelines.task_eval import TaskEvalConfig
 
     config = TaskEvalConfig()
-    assert (config.temperature, config.max_new_tokens) == (TASK_EVAL_TEMPERATURE, TASK_EVAL_MAX_NEW_TOKENS)
+    assert (config.temperature, config.max_new_tokens) == (TASK_EVAL_TEMPERATURE, None)
     parameters = inspect.signature(evaluate_on_tasks).parameters
     assert parameters["temperature"].default == TASK_EVAL_TEMPERATURE
-    assert parameters["max_new_tokens"].default == TASK_EVAL_MAX_NEW_TOKENS
+    assert parameters["max_new_tokens"].default is None      # TASK_EVAL_MAX_NEW_TOKENS, or what fits
     # TaskEvalConfig says its defaults are `llmfs evaluate tasks`'s: every flag they share agrees.
     args = vars(build_parser().parse_args(["evaluate", "tasks", "--model", "x"]))
     shared = [field.name for field in dataclasses.fields(TaskEvalConfig) if field.name in args]
@@ -67,3 +72,30 @@ def test_task_evaluation_has_the_same_defaults_in_python_and_on_the_command_line
 def test_rl_samples_at_the_policy_temperature(method):
     args = build_parser().parse_args(["finetune", method, "--model", "x"])
     assert args.temperature == POLICY_SAMPLING_TEMPERATURE
+
+
+def test_task_answers_default_to_what_the_context_leaves(monkeypatch):
+    """A 64-token model: the default answer length (128) does not fit after the prompt, so it
+    becomes what the context leaves; an explicit length that does not fit names the largest."""
+    import torch
+
+    from llm_from_scratch.evaluation.tasks import evaluate_on_tasks, task_prompts
+    from llm_from_scratch.model import GPTConfig, GPTModel
+    from llm_from_scratch.tasks import make_instances
+    from llm_from_scratch.tokenizers import get_tokenizer
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50257, context_length=96, emb_dim=16, n_heads=2, n_layers=1,
+                               drop_rate=0.0)).eval()
+    tokenizer = get_tokenizer("gpt2")
+    instances = make_instances("compare", 2, seed=0)
+    room = 96 - max(len(p) for p in task_prompts(tokenizer, instances))
+    assert 0 < room < TASK_EVAL_MAX_NEW_TOKENS
+    import llm_from_scratch.evaluation.tasks as task_eval
+    asked = []
+    real = task_eval.answer_tasks
+    monkeypatch.setattr(task_eval, "answer_tasks", lambda *a, **k: asked.append(a[3].max_tokens) or real(*a, **k))
+    evaluate_on_tasks(model, tokenizer, instances, num_samples=0)
+    assert asked == [room]
+    with pytest.raises(ValueError, match=f"at most {room}"):
+        evaluate_on_tasks(model, tokenizer, instances, num_samples=0, max_new_tokens=room + 1)

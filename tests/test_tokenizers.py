@@ -527,3 +527,20 @@ def test_real_ranks_file_is_recognised(tmp_path):
     config = tokenizer.to_config()
     local_file.unlink()
     assert tokenizer_from_config(config).encode(TEXTS["english"]) == EXPECTED_IDS["cl100k_base"]["english"]
+
+
+def test_gguf_merges_may_join_symbols_that_are_not_tokens():
+    """llama.cpp's rule: a merge may join intermediate symbols (the bytes of a multi-byte
+    character on the way to its token), as our GGUF export of a character vocabulary writes.
+    A tokenizer read from tokenizer.json keeps Hugging Face's strict check."""
+    from llm_from_scratch.tokenizers.hf_bpe import HFBPETokenizer
+
+    tokens = ["a", "b", "Ã©", "ä¸Ń"]
+    merges = ["Ã ©", "ä ¸", "ä¸ Ń"]                  # "ä¸" is no token: an intermediate symbol
+    loose = HFBPETokenizer(tokens, merges, intermediate_merges=True, engine="merges")
+    assert loose.encode("abé中a") == [0, 1, 2, 3, 0]
+    assert loose.decode(loose.encode("abé中")) == "abé中"
+    assert loose.encode("aöb") == [0, 1]                    # no token for ö's bytes: dropped, as before
+    assert HFBPETokenizer.from_config(loose.to_config()).encode("é中") == [2, 3]
+    with pytest.raises(ValueError, match="not an ordinary token"):
+        HFBPETokenizer(tokens, merges)

@@ -82,8 +82,9 @@ def _add_tasks(kinds) -> None:
     add_flag(t, "vote", action=argparse.BooleanOptionalAction, default=True,
              help="majority vote over the samples (self-consistency; default on)")
     add_flag(t, "greedy", action=argparse.BooleanOptionalAction, default=True, help="greedy pass@1 (default on)")
-    add_flag(t, "max_new_tokens", type=int, default=TASK_DEFAULTS["max_tokens"],
-             help="longest answer (default %(default)s)")
+    add_flag(t, "max_new_tokens", type=int, default=None,
+             help=f"longest answer (default {TASK_DEFAULTS['max_tokens']}, or what the model's context leaves "
+                  "after the longest prompt)")
     add_flag(t, "batch_size", type=int, default=32, help="answers decoded together (default %(default)s)")
     add_flag(t, "seed", type=int, default=0, help="which questions, and the sampling (default %(default)s)")
     add_flag(t, "style", default="auto", choices=["auto", "alpaca", "phi3", "chat"])

@@ -143,11 +143,22 @@ def summarize(records: Sequence[dict[str, Any]], k: int) -> dict[str, dict[str, 
 
 def evaluate_on_tasks(model, tokenizer, instances: Sequence, *, num_samples: int = 8,
                       temperature: float = TASK_EVAL_TEMPERATURE, top_p: float | None = None,
-                      top_k: int | None = None, max_new_tokens: int = TASK_EVAL_MAX_NEW_TOKENS, greedy: bool = True,
+                      top_k: int | None = None, max_new_tokens: int | None = None, greedy: bool = True,
                       batch_size: int = 32, seed: int = 0, style: str = "auto",
                       progress: bool = False) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
     """(summary per family, one record per instance): greedy pass@1 (unless `greedy=False`) and,
-    with `num_samples` > 0, pass@k and vote@k over that many samples at `temperature`."""
+    with `num_samples` > 0, pass@k and vote@k over that many samples at `temperature`.
+    `max_new_tokens`: None is TASK_EVAL_MAX_NEW_TOKENS, or what the model's context leaves after
+    the longest prompt (`generation.completions.answer_length`)."""
+    from llm_from_scratch.generation.completions import answer_length
+    from llm_from_scratch.generation.decoding import model_context_length
+
+    context = model_context_length(model)
+    if context is not None:
+        max_new_tokens = answer_length(max_new_tokens, task_prompts(tokenizer, instances, style), context,
+                                       TASK_EVAL_MAX_NEW_TOKENS)
+    elif max_new_tokens is None:
+        max_new_tokens = TASK_EVAL_MAX_NEW_TOKENS
     greedy_answers = [None] * len(instances)
     if greedy:
         params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)

@@ -62,6 +62,25 @@ def batch_seed(seed: int, batch_index: int) -> int:
     return int(np.random.SeedSequence([seed % 2**63, batch_index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def answer_length(requested: int | None, prompts: Sequence[Sequence[int]], context_length: int,
+                  default: int) -> int:
+    """How many tokens an answer may have: `requested`, or by default `default` or what the model's
+    context leaves after the longest prompt, whichever is smaller. A requested length that does
+    not fit, or a prompt that leaves no room, is an error that says the largest length that fits."""
+    longest = max((len(p) for p in prompts), default=0)
+    room = context_length - longest
+    if room < 1:
+        raise ValueError(f"the longest prompt has {longest} tokens, which leaves no room for an answer in the "
+                         f"model's context of {context_length} tokens: use a model with a longer context")
+    if requested is None:
+        return min(default, room)
+    if requested > room:
+        raise ValueError(f"--max_new_tokens {requested} does not fit: the longest prompt has {longest} tokens and "
+                         f"the model's context is {context_length}, so at most {room} (--max_new_tokens {room}; "
+                         f"leave it out to get min({default}, {room}))")
+    return requested
+
+
 def sample_completions(model, tokenizer, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
                        num_samples: int = 1, batch_size: int = 32, stop_ids: Sequence[int] | None = None,
                        record_logprobs: bool = False, progress: bool = False,

@@ -140,20 +140,13 @@ def heldout_scorer(instances: list, tokenizer, config: PolicyConfig, context_len
 
 def answer_budget(config: PolicyConfig, prompts: list, context_length: int) -> int:
     """The longest answer to sample: `config.max_new_tokens`, or by default 96 tokens or what the
-    model's context leaves after the longest prompt. An explicit value that does not fit, or a
-    context that leaves no room, is an error that says the largest value that fits."""
-    longest = max((len(p) for p in prompts), default=0)
-    room = context_length - longest
-    if room < 1:
-        raise PipelineError(f"the longest prompt has {longest} tokens, which leaves no room for an answer in the "
-                            f"model's context of {context_length} tokens: use a model with a longer context")
-    if config.max_new_tokens is None:
-        return min(MAX_NEW_TOKENS, room)
-    if config.max_new_tokens > room:
-        raise PipelineError(f"--max_new_tokens {config.max_new_tokens} does not fit: the longest prompt has "
-                            f"{longest} tokens and the model's context is {context_length}, so at most {room} "
-                            f"(--max_new_tokens {room}; leave it out to get min({MAX_NEW_TOKENS}, {room}))")
-    return config.max_new_tokens
+    model's context leaves after the longest prompt (`generation.completions.answer_length`)."""
+    from llm_from_scratch.generation.completions import answer_length
+
+    try:
+        return answer_length(config.max_new_tokens, prompts, context_length, MAX_NEW_TOKENS)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
 
 
 class PolicyMethod(TrainingMethod):

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_from_scratch.generation.defaults import TASK_EVAL_MAX_NEW_TOKENS, TASK_EVAL_TEMPERATURE
+from llm_from_scratch.generation.defaults import TASK_EVAL_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError
 
 
@@ -43,7 +43,7 @@ class TaskEvalConfig:
     top_k: int | None = None
     vote: bool = True                    # report majority vote (self-consistency) over the samples
     greedy: bool = True                  # also answer greedily (pass@1)
-    max_new_tokens: int = TASK_EVAL_MAX_NEW_TOKENS
+    max_new_tokens: int | None = None    # None: TASK_EVAL_MAX_NEW_TOKENS, or what the model's context leaves
     batch_size: int = 32                 # rows decoded together
     seed: int = 0                        # which instances, and the sampling
     style: str = "auto"                  # prompt format: the chat template for chat models, else alpaca
@@ -125,10 +125,13 @@ def evaluate_tasks(config: TaskEvalConfig) -> TaskEvalResult:
     started = time.perf_counter()
     print(f"llmfs evaluate tasks: {loaded.name}, {len(instances)} held-out questions; greedy "
           f"{'yes' if c.greedy else 'no'}, {c.num_samples} samples each at temperature {c.temperature}")
-    summary, records = evaluate_on_tasks(
-        loaded.model, loaded.tokenizer, instances, num_samples=c.num_samples, temperature=c.temperature,
-        top_p=c.top_p, top_k=c.top_k, max_new_tokens=c.max_new_tokens, greedy=c.greedy, batch_size=c.batch_size,
-        seed=c.seed, style=c.style, progress=c.progress)
+    try:
+        summary, records = evaluate_on_tasks(
+            loaded.model, loaded.tokenizer, instances, num_samples=c.num_samples, temperature=c.temperature,
+            top_p=c.top_p, top_k=c.top_k, max_new_tokens=c.max_new_tokens, greedy=c.greedy,
+            batch_size=c.batch_size, seed=c.seed, style=c.style, progress=c.progress)
+    except ValueError as exc:            # e.g. a --max_new_tokens that does not fit the context
+        raise PipelineError(str(exc)) from exc
     if not c.vote:
         for row in summary.values():
             row.pop(f"vote@{c.num_samples}", None)

@@ -157,6 +157,7 @@ class HFBPETokenizer(Tokenizer):
         chat_template: str | None = None,
         name: str = "hf_bpe",
         engine: str = "auto",
+        intermediate_merges: bool = False,
     ):
         if engine not in ("auto", "tiktoken", "merges"):
             raise ValueError(f"engine must be 'auto', 'tiktoken' or 'merges', got {engine!r}")
@@ -172,6 +173,9 @@ class HFBPETokenizer(Tokenizer):
         self.chat_template = chat_template
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
         self._merges: list[tuple[str, str]] = [_split_merge(merge) for merge in merges]
+        # llama.cpp's rule (GGUF files): a merge may join symbols that are not tokens themselves
+        # (the bytes of a multi-byte character, on the way to the character's token).
+        self.intermediate_merges = intermediate_merges
 
         # id -> bytes for every id, and bytes -> id for the ordinary (BPE) tokens.
         special_ids = set(self.special_tokens.values())
@@ -197,7 +201,7 @@ class HFBPETokenizer(Tokenizer):
 
         self._merge_ranks: dict[tuple[str, str], int] = {}
         for rank, (left, right) in enumerate(self._merges):
-            for part in (left, right, left + right):
+            for part in (() if intermediate_merges else (left, right, left + right)):
                 if part not in self._token_ids:
                     raise ValueError(f"merge {rank} ({left!r} + {right!r}) uses {part!r}, which is not an "
                                      "ordinary token of the vocabulary")
@@ -237,6 +241,9 @@ class HFBPETokenizer(Tokenizer):
         """
         previous = -1
         for rank, (left, right) in enumerate(self._merges):
+            if any(part not in self._token_ids for part in (left, right, left + right)):
+                return (f"merge {rank} ({left!r} + {right!r}) joins or makes a symbol that is no token "
+                        "(an intermediate symbol, as llama.cpp allows)")
             merged_id = self._token_ids[left + right]
             if merged_id <= previous:
                 return (f"merge {rank} ({left!r} + {right!r}) makes id {merged_id}, not above the id made by the "
@@ -278,7 +285,7 @@ class HFBPETokenizer(Tokenizer):
                    bos_token=token_at("tokenizer.ggml.bos_token_id"),
                    chat_template=metadata.get("tokenizer.chat_template"),
                    name=name or str(metadata.get("general.basename") or metadata.get("general.name") or "gguf"),
-                   engine=engine)
+                   engine=engine, intermediate_merges=True)
 
     @classmethod
     def from_tokenizer_json(cls, path_or_dict: str | Path | Mapping[str, Any], *, eos_token: str | None = None,
@@ -374,6 +381,8 @@ class HFBPETokenizer(Tokenizer):
             config["pattern"] = self.pattern
         if self._engine_arg != "auto":
             config["engine"] = self._engine_arg
+        if self.intermediate_merges:
+            config["intermediate_merges"] = True
         return config
 
     @classmethod
@@ -382,7 +391,8 @@ class HFBPETokenizer(Tokenizer):
                    pre_tokenizer=config.get("pre_tokenizer", "gpt2"), pattern=config.get("pattern"),
                    eos_token=config.get("eos_token"), bos_token=config.get("bos_token"),
                    chat_template=config.get("chat_template"), name=config.get("name", "hf_bpe"),
-                   engine=config.get("engine", "auto"))
+                   engine=config.get("engine", "auto"),
+                   intermediate_merges=config.get("intermediate_merges", False))
 
     def __reduce__(self):
         # Pickle (DataLoader workers, deepcopy) through the config: the tiktoken Encoding and the
@@ -424,9 +434,11 @@ class HFBPETokenizer(Tokenizer):
 
     def _bpe_piece(self, piece: str) -> tuple[int, ...]:
         """Merges-list BPE of one pre-tokenized piece -> ids (HF semantics)."""
-        # Byte symbols without a token are dropped, as Hugging Face does without an unk token.
+        # Byte symbols without a token are dropped, as Hugging Face does without an unk token;
+        # with intermediate merges (llama.cpp), only those that no merge turned into a token.
         symbols = [BYTE_TO_UNICODE[byte] for byte in piece.encode("utf-8", errors="surrogatepass")]
-        symbols = [symbol for symbol in symbols if symbol in self._token_ids]
+        if not self.intermediate_merges:
+            symbols = [symbol for symbol in symbols if symbol in self._token_ids]
         merge_ranks = self._merge_ranks
         while len(symbols) > 1:
             best_rank, best_pair = None, None
@@ -446,6 +458,9 @@ class HFBPETokenizer(Tokenizer):
                     merged.append(symbols[i])
                     i += 1
             symbols = merged
+        if self.intermediate_merges:   # a symbol left half-merged: its bytes that are tokens
+            symbols = [part for symbol in symbols
+                       for part in ([symbol] if symbol in self._token_ids else symbol) if part in self._token_ids]
         return tuple(self._token_ids[symbol] for symbol in symbols)
 
 
