@@ -149,8 +149,8 @@ def _counting_run(monkeypatch, num_windows: int, **settings):
 
 def test_a_short_run_spends_a_small_share_on_evaluation(monkeypatch):
     """20 steps used to get 10 evaluations of 2 x 20 batches and the whole split at the end: 25x
-    the training tokens. Now all evaluations together score at most a quarter of them (rounded up
-    to whole batches: at least one batch for the final score and one per side per evaluation)."""
+    the training tokens. Now all evaluations together score at most 0.3 of them (rounded up to
+    whole batches: at least one batch for the final score and one per side per evaluation)."""
     from llm_from_scratch.training.next_token import EVAL_TOKEN_SHARE
 
     trainer, trained, scored = _counting_run(monkeypatch, num_windows=400, max_steps=20)
@@ -158,6 +158,7 @@ def test_a_short_run_spends_a_small_share_on_evaluation(monkeypatch):
     assert trainer.eval_interval == 20 and len(trainer.state.history) == 1     # one evaluation, at the end
     assert scored <= EVAL_TOKEN_SHARE * trained + 3 * batch_tokens
     assert trainer.state.history[-1]["final_val_whole_split"] is False         # a stated sample
+    assert trainer.method.final_eval_tokens == int(EVAL_TOKEN_SHARE * trained / 2)
 
 
 def test_a_long_run_gets_the_full_evaluation_and_explicit_sizes_win(monkeypatch):
@@ -172,7 +173,8 @@ def test_a_long_run_gets_the_full_evaluation_and_explicit_sizes_win(monkeypatch)
         method: NextTokenMethod = trainer.method
         return trainer.eval_interval, method.eval_batches, method.final_eval_tokens
 
-    assert sized(max_steps=20_000) == (20_000 // MAX_EVALUATIONS, MAX_EVAL_BATCHES, 20_000 * 4 * CONTEXT // 12)
+    whole_split = len(windows) * CONTEXT                     # fits in half of a long run's budget
+    assert sized(max_steps=20_000) == (20_000 // MAX_EVALUATIONS, MAX_EVAL_BATCHES, whole_split)
     assert sized(max_steps=20, eval_interval=5, eval_batches=3, final_eval_tokens="all") == (5, 3, None)
     assert sized(max_steps=20, final_eval_tokens=64)[2] == 64
     interval, batches, _ = sized(max_steps=2000, eval_interval=100)           # 20 evaluations share the budget
@@ -185,3 +187,49 @@ def test_explicit_evaluation_settings_are_used_as_given(monkeypatch):
     assert [h["step"] for h in trainer.state.history] == [2, 4]
     # 2 evaluations x (train + validation) x 2 batches, and the whole split (60 windows) at the end
     assert scored == 2 * 2 * 2 * 4 * CONTEXT + 60 * CONTEXT
+
+
+def test_the_budget_counts_validation_batches_of_another_size(monkeypatch):
+    """Validation batches 8x the training batch: the sizing must count them at their size."""
+    from llm_from_scratch.training.next_token import EVAL_TOKEN_SHARE, NextTokenMethod
+
+    model, tokens = _model_and_tokens(num_windows=400)
+    windows = TokenWindowDataset(tokens.numpy(), CONTEXT)
+    scored = {"tokens": 0}
+    real = NextTokenMethod.batch_loss
+
+    def counting(self, inputs, targets):
+        scored["tokens"] += inputs.numel()
+        return real(self, inputs, targets)
+    monkeypatch.setattr(NextTokenMethod, "batch_loss", counting)
+    trainer = GPTTrainer(model, DataLoader(windows, batch_size=2, shuffle=True, drop_last=True),
+                         DataLoader(windows, batch_size=16), precision="fp32", progress=False, max_steps=400)
+    trainer.train()
+    assert scored["tokens"] <= EVAL_TOKEN_SHARE * trainer.state.tokens_seen + 16 * CONTEXT
+
+
+def test_ctrl_c_during_an_evaluation_saves_the_step_and_resumes_exactly(tmp_path, monkeypatch):
+    from llm_from_scratch.training.next_token import NextTokenMethod
+
+    def run(out, **extra):
+        model, tokens = _model_and_tokens(num_windows=60)
+        windows = TokenWindowDataset(tokens.numpy(), CONTEXT)
+        trainer = GPTTrainer(model, DataLoader(windows, batch_size=4, shuffle=True, drop_last=True),
+                             DataLoader(windows, batch_size=4), precision="fp32", progress=False, max_steps=6,
+                             eval_interval=2, eval_batches=1, lr=3e-3, out_dir=str(out), **extra)
+        trainer.train()
+        return torch.nn.utils.parameters_to_vector(model.parameters())
+
+    straight = run(tmp_path / "straight")
+    real = NextTokenMethod.evaluate
+
+    def interrupted_at_step_4(self, trainer, final):
+        if trainer.state.step == 4:
+            raise KeyboardInterrupt
+        return real(self, trainer, final)
+    monkeypatch.setattr(NextTokenMethod, "evaluate", interrupted_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut")
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=False)["train_state"]["step"] == 4
+    monkeypatch.setattr(NextTokenMethod, "evaluate", real)
+    assert torch.equal(run(tmp_path / "cut", resume_from=str(tmp_path / "cut" / "last.pt")), straight)

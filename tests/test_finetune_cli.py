@@ -1,5 +1,6 @@
 """`llmfs finetune instruct|classify` and `llmfs classify` end to end on tiny models."""
 
+import dataclasses
 import csv
 import json
 import sys
@@ -185,3 +186,21 @@ def test_sigterm_saves_a_fine_tuning_run_that_resumes_to_the_same_weights(base_c
     assert whole.keys() == resumed.keys()
     for name in whole:
         assert torch.equal(whole[name], resumed[name]), name
+
+
+def test_the_training_flags_have_one_default_for_every_method():
+    """instruct, classify, dpo and grpo share their training flags, each with one default; only
+    the learning rate (LoRA-dependent for DPO/GRPO) and the run's length differ, on purpose."""
+    from llm_from_scratch.cli.main import build_parser
+    from llm_from_scratch.pipelines.finetuning import TrainingSettings
+
+    parser = build_parser()
+    defaults = {method: vars(parser.parse_args(["finetune", method, "--model", "x"]))
+                for method in ("instruct", "classify", "dpo", "grpo")}
+    differ_on_purpose = {"lr", "max_steps", "model"}
+    for field in dataclasses.fields(TrainingSettings):
+        if field.name in differ_on_purpose:
+            continue
+        values = {method: args[field.name] for method, args in defaults.items()}
+        assert len(set(map(repr, values.values()))) == 1, (field.name, values)
+        assert values["dpo"] == field.default, field.name

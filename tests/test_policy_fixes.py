@@ -194,3 +194,66 @@ def test_grpo_on_a_small_context_checkpoint_runs_with_default_flags(base_checkpo
     result = _grpo(base_checkpoint, tmp_path / "run", max_new_tokens=None, max_steps=1, group_size=2,
                    prompts_per_step=1)
     assert 0 < result.history[0]["completion_tokens"] <= 96
+
+
+def test_kill_during_ppo_epochs_stops_after_the_step_and_resumes_exactly(base_checkpoint, tmp_path, fake_rewards,
+                                                                        monkeypatch):
+    """With several updates per step, most of a step is spent after its first update, when the
+    step's start is no longer a point to save: a `kill` there finishes the step, saves, stops."""
+    import os
+    import signal
+
+    from llm_from_scratch.training.trainer import GPTTrainer
+
+    settings = dict(inner_steps=3, max_steps=3, lr=5e-2)
+    _grpo(base_checkpoint, tmp_path / "whole", **settings)
+    real_update = GPTTrainer.update
+
+    def kill_in_step_2(self):
+        norm = real_update(self)
+        if self.state.step == 1 and self._updates == 1:      # after the first of step 2's 3 updates
+            os.kill(os.getpid(), signal.SIGTERM)
+        return norm
+
+    monkeypatch.setattr(GPTTrainer, "update", kill_in_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        _grpo(base_checkpoint, tmp_path / "cut", **settings)
+    saved = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert saved["train_state"]["step"] == 2                    # step 2 was finished, then saved
+    assert {int(s["step"]) for s in saved["optimizer"]["state"].values()} == {2 * 3}
+    monkeypatch.setattr(GPTTrainer, "update", real_update)
+    _grpo(base_checkpoint, tmp_path / "cut", resume=True, **settings)
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
+def test_a_policy_checkpoint_from_before_the_one_loop_resumes(base_checkpoint, tmp_path, fake_rewards):
+    """last.pt of the old DPO/GRPO loop: the trainable tensors and a `policy_state`, no RNG."""
+    from llm_from_scratch.training.checkpoint import save_checkpoint
+
+    _grpo(base_checkpoint, tmp_path / "run", max_steps=2, lora=True)
+    new = load_checkpoint(tmp_path / "run" / "last.pt")
+    state = new.pop("train_state")
+    new.pop("rng")
+    new["policy_state"] = {"step": state["step"], "seconds": state["train_seconds"], "history": state["history"],
+                           "evaluations": state["evaluations"]}
+    save_checkpoint(tmp_path / "run" / "last.pt", new)
+    result = _grpo(base_checkpoint, tmp_path / "run", max_steps=3, lora=True, resume=True)
+    assert [r["step"] for r in result.history] == [1, 2, 3]
+
+
+def test_final_eval_tokens_none_means_the_whole_split_and_bad_values_are_clear():
+    from torch.utils.data import DataLoader
+
+    from llm_from_scratch.data.shards import TokenWindowDataset
+    from llm_from_scratch.model import GPTModel
+    from llm_from_scratch.training import GPTTrainer
+
+    model = GPTModel(dict(vocab_size=11, context_length=4, emb_dim=8, n_heads=2, n_layers=1, drop_rate=0.0))
+    windows = TokenWindowDataset(torch.randint(0, 11, (4 * 20 + 1,)).numpy(), 4)
+    loaders = DataLoader(windows, batch_size=2, drop_last=True), DataLoader(windows, batch_size=2)
+    trainer = GPTTrainer(model, *loaders, max_steps=2, final_eval_tokens=None, progress=False, precision="fp32")
+    assert trainer.method.final_eval_tokens is None          # None: the earlier spelling of "all"
+    with pytest.raises(ValueError, match="final_eval_tokens must be"):
+        GPTTrainer(model, *loaders, max_steps=2, final_eval_tokens="ALL", progress=False)

@@ -509,3 +509,19 @@ def test_no_constant_answer_scores_well():
     compare = make_instances("compare", 300, split="train", seed=0)
     first = sum(re.findall(r"-?\d+(?:\.\d+)?", i.prompt)[0] == i.answer for i in compare) / len(compare)
     assert 0.35 <= first <= 0.65
+
+
+@pytest.mark.parametrize("statement, right", [
+    ("Answer: 5 < 87", True),     # a true relation: 87 is the larger
+    ("Answer: 87 > 5", True),
+    ("Answer: 87 \\geq 5", True),
+    ("Answer: 87 < 5", False),    # a false claim is not rewarded (it read 87 before)
+    ("Answer: 5 > 87", False),
+    ("Answer: 5 ≥ 87", False),
+])
+def test_a_relation_reads_as_the_number_it_says_is_larger(statement, right):
+    from llm_from_scratch.tasks.core import TaskInstance
+
+    question = TaskInstance(family="compare", prompt="Of the two numbers 87 and 5, which one is greater?",
+                            answer="87", kind="number", difficulty=1, id="compare/test/1/x", meta={})
+    assert check_answer(question, statement) is right

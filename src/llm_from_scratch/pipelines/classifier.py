@@ -44,7 +44,6 @@ class ClassifierConfig(FinetuneConfig):
     pool: str = "last_token"             # last_token (the last real token) or last_position (the material's)
     max_length: int | None = None        # truncate texts (None: the longest, capped at the context)
     epochs: float = 5.0
-    eval_interval: int | None = 50
 
 
 @dataclass

@@ -38,7 +38,7 @@ class TrainingSettings:
     warmup_steps: int = 0
     grad_clip: float = 1.0               # the gradient norm is clipped to this
     lora_rank: int = 16                  # used when LoRA adapters train
-    lora_alpha: float = 32.0             # the adapters' output is scaled by alpha / rank
+    lora_alpha: float = 16.0             # the adapters' output is scaled by alpha / rank (the book's 16 / 16)
     eval_interval: int | None = None     # steps between evaluations (None: sized to the run)
     out_dir: str | Path | None = None    # None: checkpoints/<task>-<name>
     resume: bool = False                 # continue <out_dir>/last.pt exactly

@@ -22,7 +22,9 @@ One step (the math is in `finetune/grpo.py`):
 4. the loss: the clipped policy ratio times the advantage, over the answer tokens only (the
    prompt and the padding are masked), plus an optional KL penalty to the start model; one
    optimizer update; or `inner_steps` updates over the same answers (PPO epochs: from the
-   second on the policy has moved, the ratio differs from 1 and the clipping acts).
+   second on the policy has moved, the ratio differs from 1 and the clipping acts). The
+   learning rate is the step's for all of them (the schedule counts steps), and the logged
+   `grad_norm` is the last update's.
 
 The answers are sampled at `temperature` from the whole of the tokenizer's vocabulary, and the
 log-probabilities are those of that very distribution (no top-k or top-p: a truncated

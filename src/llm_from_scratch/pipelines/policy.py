@@ -241,7 +241,7 @@ def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: 
                                                  "tokenizer": prepared.tokenizer.to_config(),
                                                  "task": {"type": method}, "model_type": prepared.name})
     write_atomically(out_dir / "scores.json", (json.dumps(scores, indent=1) + "\n").encode("utf-8"))
-    if "before" in scores:
+    if scores.get("before"):
         print(f"{'held-out greedy pass@1':<24}{'before':>8}{'after':>8}")
         for family, before in scores["before"].items():
             after = scores["after"].get(family, float("nan"))

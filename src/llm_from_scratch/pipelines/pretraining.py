@@ -222,7 +222,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     if dist_info.is_main:
         print(f"device {trainer.device}, {trainer.precision_choice.describe()}"
               f"{', fused head + loss' if trainer.method.fused_loss else ''}; evaluating every "
-              f"{trainer.eval_interval} steps on {trainer.method.eval_batches} batches")
+              f"{trainer.eval_interval} steps on {trainer.method.eval_batches} batch"
+              f"{'es' if trainer.method.eval_batches != 1 else ''}")
     with sigterm_as_ctrl_c():
         history = trainer.train()
 

@@ -27,6 +27,7 @@ teaches the model to cheat. So the rules here are few, fixed and written down:
 justification: "Answer: 7 = 10 - 3" and "Answer: 7 (since 3 + 4 = 7)" read 7. If it starts with
 a calculation ("10 - 3", "7 x 2": an operator follows the first number), a term ("2x") or a name
 instead, the result after its last "=": "Answer: 10 - 3 = 7" and "Answer: x = 5" read 7 and 5.
+A relation states which number is larger: "Answer: 5 < 87" and "Answer: 87 > 5" read 87.
 Without an "=", its first number. A minus sign may be spaced from its number ("Answer: - 7" is
 -7), except after a number ("10 - 3" subtracts).
 
@@ -329,11 +330,38 @@ def _plain_number(text: str) -> Fraction | None:
     return None
 
 
+# "a < b", "a > b" (and <=, >=, their symbols and LaTeX): a relation between two numbers.
+_RELATION = re.compile(r"(<=?|>=?|\u2264|\u2265|\\(?:lt|gt|le|ge|leq|geq)\b)")
+
+
+def _larger_of_relation(text: str) -> Fraction | None:
+    """The number a relation statement puts on top: "5 < 87" and "87 > 5" both say 87 is the
+    larger, so both read 87 ("87 < 5" reads 5, a wrong claim stays wrong). None if `text` does
+    not start with number, relation, number."""
+    match = _NUMBER_TOKEN.match(text.lstrip())
+    if match is None:
+        return None
+    rest = text.lstrip()[match.end():]
+    relation = _RELATION.match(rest.lstrip())
+    if relation is None:
+        return None
+    right = _NUMBER_TOKEN.match(rest.lstrip()[relation.end():].lstrip())
+    if right is None:
+        return None
+    left_value, right_value = _token_value(match), _token_value(right)
+    less = relation.group(1) in ("<", "<=", "\u2264") or relation.group(1)[1:3] in ("lt", "le")
+    return right_value if less else left_value
+
+
 def _normalise_number(text: str) -> str | None:
-    """The number an answer states: the value it starts with ("7 = 10 - 3" -> 7); else the result
-    after its last "=" ("3 + 4 = 7", "x = 5"); else its first number."""
+    """The number an answer states: the value it starts with ("7 = 10 - 3" -> 7); for a relation,
+    the number it says is larger ("5 < 87" -> 87); else the result after its last "=" ("3 + 4 =
+    7", "x = 5"); else its first number."""
     text = _TIMES.sub(" \u00d7 ", text)        # "2 * 3" multiplies: keep it from the markdown sweep
     text = _clean_for_numbers(_MARKDOWN.sub("", text))
+    relation = _larger_of_relation(text)
+    if relation is not None:
+        return _format_number(relation)
     value = _leading_value(text)
     if value is None:
         value = next(_values(text.rsplit("=", 1)[-1]), None)

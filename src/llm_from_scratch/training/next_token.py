@@ -15,11 +15,11 @@ windows, and at the end the loss over the whole validation split in fp32 (`evalu
 
 **Evaluation sized to the run.** Scoring windows costs time that training does not get. With
 the defaults (no `eval_interval`, `eval_batches` or `final_eval_tokens` given), the evaluations
-of a run together score at most `EVAL_TOKEN_SHARE` (a quarter) forward tokens per training
-token - a training token costs about three forward tokens (forward, and a backward twice as
-dear) plus its share of the optimizer step, so that is under 8% of the training time, leaving
-room for the final score running in fp32. A third of the budget goes to the final score, the
-rest to up to 10 evaluations of up to 20 batches.
+of a run together score at most `EVAL_TOKEN_SHARE` (0.3) forward tokens per training token - a
+training token costs about three forward tokens (forward, and a backward twice as dear) plus its
+share of the optimizer step, so that is at most about 10% of the training time. The final score
+(in fp32) takes up to half of the budget: the whole validation split when it fits, else a seeded
+sample of that size; what it leaves goes to up to 10 evaluations of up to 20 batches.
 A 20-step smoke test thus evaluates once, at the end, on a few batches; a long run gets the
 full 10 x 20 batches and a final score over up to a million tokens. Any of the three settings
 given explicitly wins. The sizes depend only on the run's settings, so a resumed run evaluates
@@ -42,8 +42,8 @@ from llm_from_scratch.training.losses import calc_loss_batch, perplexity
 from llm_from_scratch.training.method import TrainingMethod
 from llm_from_scratch.training.precision import model_step_timer
 
-EVAL_TOKEN_SHARE = 0.25     # forward tokens evaluated per training token, all evaluations together
-FINAL_SHARE = 1 / 3         # the part of that budget the final score may take
+EVAL_TOKEN_SHARE = 0.3      # forward tokens evaluated per training token, all evaluations together
+FINAL_SHARE = 1 / 2         # the part of that budget the final score may take (what it leaves: the rest)
 MAX_EVALUATIONS = 10        # evaluations per run at most (with the default sizes)
 MAX_EVAL_BATCHES = 20       # batches per evaluation at most
 MAX_FINAL_TOKENS = 1_000_000  # the final score's sample at most (a bigger split is sampled)
@@ -66,6 +66,9 @@ class NextTokenMethod(TrainingMethod):
         if len(train_loader) == 0:
             raise ValueError("The training data loader is empty: the text is shorter than one batch of windows. "
                              "Use more text, a smaller batch size or a shorter context.")
+        if val_loader is not None and val_loader.batch_size is not None and len(val_loader.dataset) == 0:
+            raise ValueError("The validation data loader is empty: the validation text is shorter than one "
+                             "window. Use more text (or a larger validation share), or pass no validation loader.")
         self.train_loader, self.val_loader, self.metrics = train_loader, val_loader, metrics
         self.batch_size = train_loader.batch_size
         self._batch_iterator: Iterator | None = None
@@ -134,17 +137,24 @@ class NextTokenMethod(TrainingMethod):
     def size_evaluation(self, trainer) -> None:
         """How often, on how many batches, and the final score on how many tokens (see the module
         docstring): trainer.eval_interval, self.eval_batches, self.final_eval_tokens."""
-        cfg, total = trainer.config, trainer.total_steps
-        has_val = self.val_loader is not None
-        sides = 2 if has_val else 1                      # each evaluation scores train and validation
-        batch_tokens = max(1, self.first_batch[0].numel() * trainer.dist.world_size)
+        cfg, total, world = trainer.config, trainer.total_steps, trainer.dist.world_size
+        train_batch = max(1, self.first_batch[0].numel() * world)     # tokens of one global batch
+        val_batch, split_tokens = 0, None
+        if self.val_loader is not None:
+            val_batch, split_tokens = train_batch, None
+            if self.val_loader.batch_size is not None:                 # (a custom loader: unknown)
+                dataset = self.val_loader.dataset
+                window = self.val_loader.collate_fn([dataset[0]])[0].numel()
+                val_batch = self.val_loader.batch_size * window * world
+                split_tokens = len(dataset) * window
         budget = EVAL_TOKEN_SHARE * total * self.tokens_per_step
-        if cfg.final_eval_tokens == "auto":
-            self.final_eval_tokens = (int(min(MAX_FINAL_TOKENS, max(batch_tokens, budget * FINAL_SHARE)))
-                                      if has_val else 0)
+        if cfg.final_eval_tokens == "auto":   # the whole split if it fits in its share, else a sample
+            self.final_eval_tokens = 0 if self.val_loader is None else int(min(
+                MAX_FINAL_TOKENS, split_tokens or math.inf, max(val_batch, budget * FINAL_SHARE)))
         else:
             self.final_eval_tokens = None if cfg.final_eval_tokens == "all" else int(cfg.final_eval_tokens)
         periodic = max(0.0, budget - (self.final_eval_tokens or 0))
+        per_batch = train_batch + val_batch      # an evaluation scores as many batches of each split
 
         def fitting(tokens: float, per_unit: float, cap: int) -> int:
             return int(max(1, min(cap, tokens // per_unit)))
@@ -152,13 +162,12 @@ class NextTokenMethod(TrainingMethod):
         if cfg.eval_interval:
             evaluations = math.ceil(total / cfg.eval_interval)
         elif cfg.eval_batches:
-            evaluations = fitting(periodic, sides * cfg.eval_batches * batch_tokens, MAX_EVALUATIONS)
+            evaluations = fitting(periodic, cfg.eval_batches * per_batch, MAX_EVALUATIONS)
         else:
-            batches = fitting(periodic, MAX_EVALUATIONS * sides * batch_tokens, MAX_EVAL_BATCHES)
-            evaluations = fitting(periodic, sides * batches * batch_tokens, MAX_EVALUATIONS)
+            batches = fitting(periodic, MAX_EVALUATIONS * per_batch, MAX_EVAL_BATCHES)
+            evaluations = fitting(periodic, batches * per_batch, MAX_EVALUATIONS)
         trainer.eval_interval = cfg.eval_interval or math.ceil(total / evaluations)
-        self.eval_batches = cfg.eval_batches or fitting(periodic, evaluations * sides * batch_tokens,
-                                                        MAX_EVAL_BATCHES)
+        self.eval_batches = cfg.eval_batches or fitting(periodic, evaluations * per_batch, MAX_EVAL_BATCHES)
 
     def precision_step_timer(self, trainer):
         """(timer, shape key) for precision "auto": one forward + backward step on the first

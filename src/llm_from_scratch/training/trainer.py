@@ -28,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,8 +94,9 @@ def validation_summary(history: list[dict[str, Any]]) -> str:
         return "no validation data"
     text = f"validation loss {last['val_loss']:.3f} (best {min(sampled):.3f}; sampled windows)"
     if last.get("final_val_loss") is not None:
-        where = "whole split" if last.get("final_val_whole_split") else "large sample"
-        text += f", final {last['final_val_loss']:.4f} ({where}, fp32)"
+        tokens = f"{last['final_val_tokens']:,} tokens" if last.get("final_val_tokens") else "all batches"
+        where = "whole split" if last.get("final_val_whole_split") else "a sample"
+        text += f", final {last['final_val_loss']:.4f} ({where}, {tokens}, fp32)"
     return text
 
 
@@ -147,6 +150,12 @@ class GPTTrainer:
             raise ValueError(f"precision must be auto or one of {list(PRECISIONS)}, got {cfg.precision!r}")
         if cfg.grad_accum_steps < 1:
             raise ValueError("grad_accum_steps must be >= 1")
+        if cfg.final_eval_tokens is None:        # the earlier spelling of "all"
+            cfg.final_eval_tokens = "all"
+        if not (cfg.final_eval_tokens in ("auto", "all") or (isinstance(cfg.final_eval_tokens, int)
+                                                             and cfg.final_eval_tokens > 0)):
+            raise ValueError(f"final_eval_tokens must be 'auto', 'all' or a positive number of tokens, "
+                             f"got {cfg.final_eval_tokens!r}")
         if method is None:
             if train_loader is None:
                 raise ValueError("give a train_loader (next-token training) or a method")
@@ -256,26 +265,10 @@ class GPTTrainer:
         if state.step == 0 and method.evaluate_at_start and not state.evaluations:
             self._evaluate_and_save(progress, tokens_per_s=0.0, save=False)
         start_time, start_tokens = time.perf_counter(), state.tokens_seen
+        self._stop_requested = False
         try:
-            while state.step < self.total_steps:
-                # Where this step starts, so that Ctrl-C can save a checkpoint a resumed run continues
-                # from exactly (the micro-batches of an unfinished step are simply done again).
-                step_start = (state.epoch, state.batch_in_epoch, rng_state())
-                self._updating, self._updates = False, 0  # only now does step_start match the weights again
-                step_clock = time.perf_counter()
-                try:
-                    metrics = method.train_step(self, state.step)
-                except KeyboardInterrupt:
-                    self._save_on_interrupt(step_start, progress)
-                    if self.dist.is_main:
-                        method.plot(self)   # the curves so far: an interrupted run is looked at too
-                    raise
-                if self._updates == 0:
-                    raise RuntimeError(f"{type(method).__name__}.train_step did not call trainer.update()")
-                self.scheduler.step()
-                state.step += 1
-                state.train_seconds += time.perf_counter() - step_clock
-                self._after_step(metrics, start_time, start_tokens, progress)
+            with self._interrupts_wait_for_the_step():
+                self._loop(progress, start_time, start_tokens)
         finally:
             if progress is not None:
                 progress.close()
@@ -287,6 +280,62 @@ class GPTTrainer:
         if self.dist.is_distributed:  # every rank returns when rank 0 has written everything
             torch.distributed.barrier()
         return state.history
+
+    def _loop(self, progress, start_time: float, start_tokens: int) -> None:
+        state, method = self.state, self.method
+        while state.step < self.total_steps:
+            # Where this step starts, so that Ctrl-C can save a checkpoint a resumed run continues
+            # from exactly (the micro-batches of an unfinished step are simply done again).
+            step_start = (state.epoch, state.batch_in_epoch, rng_state())
+            self._updating, self._updates = False, 0  # only now does step_start match the weights again
+            step_clock = time.perf_counter()
+            try:
+                metrics = method.train_step(self, state.step)
+            except KeyboardInterrupt:
+                self._save_on_interrupt(step_start, progress)
+                if self.dist.is_main:
+                    method.plot(self)   # the curves so far: an interrupted run is looked at too
+                raise
+            if self._updates == 0:
+                raise RuntimeError(f"{type(method).__name__}.train_step did not call trainer.update()")
+            self.scheduler.step()
+            state.step += 1
+            state.train_seconds += time.perf_counter() - step_clock
+            self._updating = False                   # the step is whole: its end is a clean point
+            try:
+                if self._stop_requested:             # Ctrl-C came during the step's updates
+                    raise KeyboardInterrupt
+                self._after_step(metrics, start_time, start_tokens, progress)
+            except KeyboardInterrupt:                # now, or during an evaluation: save this step
+                self._save_at_step_end(progress)
+                raise
+
+    @contextlib.contextmanager
+    def _interrupts_wait_for_the_step(self):
+        """Ctrl-C (and `kill`, where the caller turned SIGTERM into Ctrl-C) during a step's
+        optimizer updates stops the run when the step is complete instead of in the middle: the
+        weights have already changed, so the step's start is no longer a point to save, and with
+        several updates per step (GRPO's PPO epochs) that window is most of the step. At any
+        other moment the interrupt acts at once, as usual."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self._updating:
+                self._stop_requested = True
+                return
+            previous[signum](signum, frame)          # raises KeyboardInterrupt
+
+        handled = [sig for sig, old in previous.items() if callable(old)]   # not SIG_DFL / SIG_IGN
+        for sig in handled:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig in handled:
+                signal.signal(sig, previous[sig])
 
     def time_split(self, wall_seconds: float) -> str:
         """Where the wall time of this `train()` call (and what the caller did around it) went:
@@ -326,14 +375,28 @@ class GPTTrainer:
         if state.step % self.eval_interval == 0 or state.step == self.total_steps:
             self._evaluate_and_save(progress, tokens_per_s, step_loss=loss)
 
+    def _save_at_step_end(self, progress) -> None:
+        """last.pt as of the end of the step just taken (evaluations change nothing that training
+        uses: a run resumed from here continues exactly)."""
+        if progress is not None:
+            progress.close()
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        save_checkpoint(self.out_dir / "last.pt", self.checkpoint_state())
+        print(f"\nInterrupted: saved {self.out_dir / 'last.pt'} at step {self.state.step}; "
+              "continue with --resume or resume_from=.")
+
     def _save_on_interrupt(self, step_start, progress) -> None:
         if progress is not None:
             progress.close()
         if self.out_dir is None or not self.dist.is_main:
             return
-        if getattr(self, "_updating", False):
-            print(f"\nInterrupted during an optimizer update; the last checkpoint ({self.out_dir / 'last.pt'}) "
-                  "is from the last evaluation.")
+        if getattr(self, "_updating", False):   # (only without a signal: an exception in an update)
+            last = self.out_dir / "last.pt"
+            print(f"\nInterrupted during an optimizer update; " + (
+                f"the last checkpoint ({last}) is from the last evaluation." if last.is_file()
+                else "no checkpoint was saved yet: start again without --resume."))
             return
         self.state.epoch, self.state.batch_in_epoch, rng = step_start
         self.optimizer.zero_grad(set_to_none=True)
@@ -373,7 +436,8 @@ class GPTTrainer:
         if not self.dist.is_main:
             return
         self._log_scalars(scalars)
-        (progress.write if progress is not None else print)(message + method.describe_evaluation(values))
+        (progress.write if progress is not None else print)(
+            (message + method.describe_evaluation(values)).removesuffix(" | "))
         if self.out_dir is None or not save:
             return
         if not method.log_every_step:
@@ -437,8 +501,12 @@ class GPTTrainer:
     def resume(self, path: str | Path, ckpt: dict[str, Any] | None = None) -> None:
         """Continue from a full training checkpoint (last.pt); `ckpt` if it is already loaded."""
         ckpt = ckpt if ckpt is not None else load_checkpoint(path, map_location=self.device)
-        weights = "trainable" if self.config.checkpoint_trainable_only else "model"
-        for key in (weights, "optimizer", "scheduler", "train_state", "rng"):
+        if "policy_state" in ckpt and "train_state" not in ckpt:   # DPO/GRPO before the one loop
+            old = ckpt["policy_state"]
+            ckpt["train_state"] = {"step": old["step"], "train_seconds": old.get("seconds", 0.0),
+                                   "history": old.get("history", []), "evaluations": old.get("evaluations", [])}
+        weights = "trainable" if "trainable" in ckpt else "model"
+        for key in (weights, "optimizer", "scheduler", "train_state"):
             if key not in ckpt:
                 raise ValueError(f"{path} cannot be resumed from: it has no {key!r} entry "
                                  "(only the last.pt of a run with the same settings can).")
@@ -466,7 +534,8 @@ class GPTTrainer:
         if "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["train_state"])
-        set_rng_state(ckpt["rng"])
+        if "rng" in ckpt:          # (DPO/GRPO checkpoints from before the one loop have none: they
+            set_rng_state(ckpt["rng"])   # seed every draw from the step number, so they need none)
         if self.method.log_every_step and self.out_dir is not None and self.dist.is_main:
             # the log again as of this step (the interrupted run may have logged steps after it)
             from llm_from_scratch.io.atomic import write_atomically
