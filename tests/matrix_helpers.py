@@ -66,7 +66,7 @@ def _llama(emb_dim, n_heads, n_kv_heads, hidden_dim, context, **more):
 CELLS: dict[str, Cell] = {c.name: c for c in [
     Cell("gpt-fp32-d0-w40", "gpt", "fp32", 0.0, _gpt(40, 4, 128), "gpt2", True),
     Cell("gpt-bf16-d0.1-w48", "gpt", "bf16", 0.1, _gpt(48, 4, 64), "char", False),
-    Cell("llama-fp32-d0.1-w40", "llama", "fp32", 0.1, _llama(40, 4, 2, 108, 128), "gpt2", True),
+    Cell("llama-fp32-d0.1-w40", "llama", "fp32", 0.1, _llama(40, 4, 2, 108, 128), "gpt2", True, ("--vocab", "full")),
     Cell("llama-bf16-d0-w64", "llama", "bf16", 0.0, _llama(64, 4, 1, 176, 64), "char", False),
     Cell("qwen3-bf16-d0-w100", "qwen3", "bf16", 0.0, _llama(100, 4, 2, 120, 128, head_dim=24), "gpt2", True),
     Cell("qwen3-fp32-d0.1-w48", "qwen3", "fp32", 0.1, _llama(48, 4, 2, 96, 64, head_dim=12), "char", False),

@@ -2,7 +2,8 @@
 
 So that a feature cannot pass on its headline path only: each cell of `matrix_helpers.CELLS` (GPT-2's
 architecture, Llama, Qwen3 and the modern recipe; trained in fp32 and bf16; dropout 0 and 0.1;
-widths that are no multiple of 16) is trained once with `llmfs train` (a module-scoped fixture),
+widths that are no multiple of 16; the vocabulary compact, the default for the GPT-2 tokenizer on
+this corpus, or full) is trained once with `llmfs train` (a module-scoped fixture),
 and each stage is a test parametrized over the cells:
 
     train -> resume (== the uninterrupted run) -> generate -> evaluate perplexity -> serve   (every cell)
@@ -306,7 +307,12 @@ def _at_start(scores) -> float:
 def _pairs_file(path: Path) -> Path:
     """Preference pairs of our own: a tiny random model never ends an answer (it never says
     end-of-text), so it cannot make whole on-policy pairs; a file is the path that always has some."""
-    rows = [{"prompt": f"What is {i} plus {i + 3}?", "chosen": f"Answer: {2 * i + 3}", "rejected": f"Answer: {i}"}
+    # answers in the corpus's words: a compact vocabulary reads words it never saw as one reserved id,
+    # and two answers made only of such words would be the same answer to it
+    answers = ["The duck found a small box.", "The box was near the park.", "A small duck went to the park.",
+               "The park had a box.", "The duck was happy.", "A box found the duck.", "The duck went home.",
+               "The small park was near."]
+    rows = [{"prompt": f"What is {i} plus {i + 3}?", "chosen": answers[i], "rejected": answers[(i + 3) % 8]}
             for i in range(8)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -347,7 +353,8 @@ def test_finetune_dpo_with_lora_and_no_heldout_scoring(trained, tmp_path, capsys
     out = tmp_path / "dpo"
     code, stdout, err = run_cli(capsys, "finetune", "dpo", "--checkpoint", run.last, "--data",
                                 _pairs_file(tmp_path / "pairs.jsonl"), "--tasks", "none", "--max_steps", 2,
-                                "--lora", "--eval_tasks", "none", "--out_dir", out, "--no-progress",
+                                "--lora", "--lr", 1e-2,   # a step that shows in a bf16 cell's weights
+                                "--eval_tasks", "none", "--out_dir", out, "--no-progress",
                                 "--precision", run.cell.precision)
     assert code == 0, err[-2000:]
     scores, records = _check_policy_run(capsys, run.last, out, 2, must_change=True)
@@ -380,6 +387,18 @@ def _probe_ids(loaded) -> torch.Tensor:
     return torch.tensor([loaded.tokenizer.encode("The duck found a small box near the park.")])
 
 
+def _as_exported(loaded):
+    """What an export of `loaded` holds: a compact vocabulary (`llmfs train --vocab compact`, the
+    default for the GPT-2 tokenizer on this small corpus) is written over all of the tokenizer's
+    ids (model/compact_vocab.py, tested against the compact model in test_compact_export.py)."""
+    from llm_from_scratch.model.compact_vocab import expand_to_full_vocabulary, is_compact
+
+    if is_compact(loaded.tokenizer):
+        model, tokenizer = expand_to_full_vocabulary(loaded.model, loaded.tokenizer)
+        loaded = type(loaded)(**{**vars(loaded), "model": model.eval(), "tokenizer": tokenizer})
+    return loaded
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_export_hf(trained, tmp_path, capsys, name):
     run = trained(name).require()
@@ -392,7 +411,7 @@ def test_export_hf(trained, tmp_path, capsys, name):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     hf = AutoModelForCausalLM.from_pretrained(out).eval()
-    loaded = load(run.last)
+    loaded = _as_exported(load(run.last))
     ids = _probe_ids(loaded)
     assert AutoTokenizer.from_pretrained(out)("The duck found a small box near the park.")["input_ids"] \
         == ids[0].tolist()
@@ -420,7 +439,7 @@ def test_export_gguf(trained, tmp_path, capsys, name):
     reader = gguf.GGUFReader(path)
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
     assert arch == {"gpt": "gpt2", "llama": "llama", "qwen3": "qwen3"}[run.cell.family]
-    loaded = load(run.last)
+    loaded = _as_exported(load(run.last))
     embedding = next(t for t in reader.tensors if t.name == "token_embd.weight")
     assert torch.equal(torch.from_numpy(embedding.data.copy()).reshape(loaded.model.tok_emb.weight.shape),
                        loaded.model.tok_emb.weight.detach())

@@ -157,8 +157,9 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device | None = 
                          "(the checkpoint knows its model).")
     if ckpt.get("tokenizer"):
         tokenizer = tokenizer_from_config(ckpt["tokenizer"])
+        own = getattr(tokenizer, "base", tokenizer)    # a compact vocabulary's tokenizer is its base's
         if tokenizer_name and tokenizer_name != "char" and \
-                get_tokenizer(tokenizer_name).to_config() != tokenizer.to_config():
+                get_tokenizer(tokenizer_name).to_config() != own.to_config():
             raise ValueError(f"{path} was trained with the {tokenizer.name!r} tokenizer, not {tokenizer_name!r}: "
                              "ids would mean different text. Drop --tokenizer to use the checkpoint's.")
     elif tokenizer_name:

@@ -12,6 +12,11 @@
   scale); norms and biases stay f32. Export the float model: one quantized for inference is refused.
 * safetensors: our checkpoint without the training state, readable without running pickle code;
   `llmfs generate --checkpoint X.safetensors` loads it.
+
+A model trained with a compact vocabulary (only the ids its corpus used, plus one reserved id
+for the others; `tokenizers/compact.py`) is written to hf and gguf over the tokenizer's full
+vocabulary, with the full tokenizer: every id the corpus never had gets the reserved id's rows.
+The safetensors file keeps it compact, with its tokenizer config: llmfs reloads it as it was.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "gguf" and Path(args.out).is_file() and not args.overwrite:  # before loading the model
         raise CommandError(f"{args.out} exists: pass --overwrite to replace it")
     loaded = load_from_args(args, "cpu")
+    note = _vocabulary_note(loaded.tokenizer, args.format)
+    if note:
+        print(note)
     try:
         if args.format == "hf":
             from llm_from_scratch.export.hf import export_hf
@@ -66,3 +74,15 @@ def run(args: argparse.Namespace) -> int:
     except (ExportError, TypeError) as exc:
         raise CommandError(str(exc)) from exc
     return 0
+
+
+def _vocabulary_note(tokenizer, fmt: str) -> str | None:
+    """What happens to a compact vocabulary in this format (None for a full one)."""
+    from llm_from_scratch.model.compact_vocab import is_compact
+
+    if not is_compact(tokenizer):
+        return None
+    if fmt == "safetensors":
+        return f"{tokenizer.describe()}: kept compact, with its tokenizer config (llmfs reloads it as it is)"
+    return (f"{tokenizer.describe()}: written over all {tokenizer.full_vocab_size:,} ids with the full "
+            f"tokenizer (ids the corpus never had share the reserved id's rows)")

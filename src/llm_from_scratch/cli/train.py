@@ -44,6 +44,10 @@ def add_parser(subparsers) -> None:
              "see `llmfs download --list`")
     add_flag(g, "tokenizer", default=None, help=f"gpt2, cl100k_base, o200k_base, char, or a tokenizer file "
              f"(default {DEFAULTS['tokenizer']}; when resuming, the checkpoint's)")
+    add_flag(g, "vocab", default="auto", choices=["auto", "compact", "full"],
+             help="the model's vocabulary: compact (only the ids the corpus uses, plus one for all others: a big "
+                  "tokenizer on a small corpus trains many times faster), full, or auto (default: compact when the "
+                  "corpus uses under half of the tokenizer's ids); see docs/10-pretraining.md")
     add_flag(g, "context_length", type=int, default=None, help="override the preset's context length")
     add_flag(g, "dropout", type=float, default=None, help="override the preset's dropout rate")
     add_flag(g, "recipe", default=None, choices=list(RECIPES),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,10 @@ def _fix_hint(directory: Path) -> str:
     return f"delete the folder {directory} or run `llmfs prepare --force`"
 
 
+ID_COUNTS_FILE = "id_counts.npz"  # ShardSet.id_counts(): how often each id occurs
+COUNT_SLICE = 1 << 24            # tokens counted at a time (bounded memory for any corpus)
+
+
 @dataclass(frozen=True)
 class ShardSet:
     """The result of :func:`prepare_shards`: two ``.bin`` files and their ``meta.json``."""
@@ -68,6 +73,29 @@ class ShardSet:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return load_tokens(getattr(self, split))
+
+    def id_counts(self) -> np.ndarray:
+        """How often each token id occurs in the two splits together: (vocab_size,) int64. It
+        says which ids a corpus uses (a compact vocabulary, tokenizers/compact.py). Counted once,
+        in slices, and kept beside meta.json in `ID_COUNTS_FILE`, tied to the shards it counted
+        (their creation time); shards made again are counted again."""
+        path, vocab_size = self.directory / ID_COUNTS_FILE, int(self.meta["vocab_size"])
+        created = str(self.meta.get("created"))
+        try:
+            with np.load(path) as saved:
+                if str(saved["created"]) == created and saved["counts"].shape == (vocab_size,):
+                    return saved["counts"]
+        except (OSError, ValueError, KeyError):
+            pass                                                  # not counted yet (or stale)
+        counts = np.zeros(vocab_size, dtype=np.int64)
+        for split in SPLITS:
+            tokens = self.tokens(split)
+            for start in range(0, len(tokens), COUNT_SLICE):
+                counts += np.bincount(tokens[start:start + COUNT_SLICE], minlength=vocab_size)[:vocab_size]
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.npz")
+        np.savez(temporary, counts=counts, created=np.array(created))
+        os.replace(temporary, path)                               # whole or not at all
+        return counts
 
 
 
@@ -225,12 +253,14 @@ class TokenWindowDataset(Dataset):
     ``(ids[s:s+L], ids[s+1:s+L+1])`` as int64 tensors of shape ``(max_length,)``. ``stride``
     defaults to ``max_length`` (no overlap).
 
+    ``id_map`` (optional) renumbers the ids as they are read: ``id_map[id]`` (a compact vocabulary).
     ``tokens`` is a path to a ``.bin`` shard (opened with :func:`load_tokens`) or an array; with
     a memmap only the requested window is read and converted, so memory use does not grow with
     the corpus. Pickling (DataLoader workers) sends the file name, not the data.
     """
 
-    def __init__(self, tokens: np.ndarray | str | Path, max_length: int, stride: int | None = None):
+    def __init__(self, tokens: np.ndarray | str | Path, max_length: int, stride: int | None = None,
+                 id_map: np.ndarray | None = None):
         stride = max_length if stride is None else stride
         if max_length < 1 or stride < 1:
             raise ValueError(f"max_length and stride must be positive, got {max_length} and {stride}")
@@ -247,6 +277,8 @@ class TokenWindowDataset(Dataset):
             raise TypeError("tokens must be a 1-D array of integer ids (e.g. a memmap) or the path of a .bin shard")
         self.max_length = max_length
         self.stride = stride
+        # the tokenizer's ids -> the model's (a compact vocabulary: CompactTokenizer.to_compact)
+        self.id_map = None if id_map is None else np.asarray(id_map, dtype=np.int64)
         num_tokens = len(self.tokens)
         if num_tokens < max_length + 1:
             where = f" in {self.path}" if self.path is not None else ""
@@ -266,7 +298,10 @@ class TokenWindowDataset(Dataset):
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = self.starts[idx]  # range indexing: negative indices work, past the end raises IndexError
-        window = torch.from_numpy(self.tokens[start:start + self.max_length + 1].astype(np.int64))
+        window = self.tokens[start:start + self.max_length + 1].astype(np.int64)
+        if self.id_map is not None:
+            window = self.id_map[window]
+        window = torch.from_numpy(window)
         return window[:-1], window[1:]
 
     def __getstate__(self) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from llm_from_scratch.data.shard_files import (  # noqa: F401 - the format and the reader are public here too
+    ID_COUNTS_FILE,
     FORMAT,
     FORMAT_VERSION,
     META_FILE,
@@ -355,6 +356,7 @@ def prepare_shards(train_file: str | Path, validation_file: str | Path, tokenize
                 "tokenizer": config,
             }
             (out_dir / META_FILE).unlink(missing_ok=True)
+            (out_dir / ID_COUNTS_FILE).unlink(missing_ok=True)   # counted again from the new shards
         write_json_atomically(out_dir / META_FILE, meta, indent=1)
     finally:
         if pool is not None:

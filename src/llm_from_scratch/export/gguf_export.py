@@ -67,6 +67,10 @@ has tokens and merges in this form: they are written as they are, with its bos/e
 chat template.
 The model's embedding table may have more rows than the tokenizer has ids (e.g. padded to a
 multiple of 64): those rows become unused ``[PAD<id>]`` tokens, as in llama.cpp's converter.
+A model with a compact vocabulary (a `CompactTokenizer`: the ids its corpus used plus one
+reserved id) is written over the full vocabulary with the full tokenizer, every unseen id taking
+the reserved id's rows (`hf.full_vocabulary`, `model.compact_vocab`): llama.cpp knows only the
+tokenizer's own ids.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ from llm_from_scratch.export.hf import (
     exportable_gpt,
     export_vocab,
     full_state_dict,
+    full_vocabulary,
 )
 from llm_from_scratch.io.atomic import atomic_path
 from llm_from_scratch.io.checkpoints import is_tied, unwrap_model
@@ -450,6 +455,14 @@ def _add_tokenizer(writer, tok: dict) -> None:
 # --------------------------------------------------------------------------------------
 
 
+def _exportable_gpt_for_gguf(model: nn.Module) -> nn.Module:
+    try:
+        return exportable_gpt(model)
+    except ExportError as error:
+        raise ExportError(f"{error} GGUF export also takes LlamaModel and Qwen3Model "
+                          "(llama.cpp's llama and qwen3 architectures).") from None
+
+
 def _add_gpt2_metadata(writer, cfg) -> None:
     writer.add_context_length(cfg.context_length)
     writer.add_embedding_length(cfg.emb_dim)
@@ -467,19 +480,26 @@ def export_gguf(model: nn.Module, tokenizer: Tokenizer, out_path: str | Path, dt
     ``qwen3`` for a `Qwen3Model` (see :mod:`.gguf_llama`). ``dtype`` (``"f32"``, ``"f16"``,
     ``"bf16"``, ``"q8_0"``) applies to the big matrices; norms, biases and the position table
     stay float32. ``llama_cpp_pre`` overrides the pre-tokenizer name (see
-    :func:`llama_cpp_pre_tokenizer`). Refuses an existing file unless ``overwrite``, and a
-    model quantized for inference (`refuse_quantized`). The file is written next to its
-    target and renamed, so it is never half there.
+    :func:`llama_cpp_pre_tokenizer`). A model with a compact vocabulary (``tokenizer`` a
+    `CompactTokenizer`) is written over the full vocabulary with the full tokenizer
+    (`full_vocabulary`). Refuses an existing file unless ``overwrite``, and a model quantized
+    for inference (`refuse_quantized`). The file is written next to its target and renamed, so
+    it is never half there.
     """
+    from llm_from_scratch.export import gguf_llama
+
     gguf = _import_gguf()
     _check_dtype(dtype)
     model = unwrap_model(model)
     refuse_quantized(model)
     check_state_keys(model)
     out_path = Path(out_path)
+    if _is_llama_family(model):  # what cannot be written is refused before any copying
+        gguf_llama.llama_gguf_arch(gguf, model)
+    else:
+        model = _exportable_gpt_for_gguf(model)
+    model, tokenizer = full_vocabulary(model, tokenizer)
     if _is_llama_family(model):
-        from llm_from_scratch.export import gguf_llama
-
         arch = gguf_llama.llama_gguf_arch(gguf, model)
         tensors = gguf_llama.llama_gguf_tensors(gguf, model, arch)
         arch_name = gguf.MODEL_ARCH_NAMES[arch]
@@ -487,11 +507,6 @@ def export_gguf(model: nn.Module, tokenizer: Tokenizer, out_path: str | Path, dt
         def add_metadata(writer) -> None:
             gguf_llama.add_llama_metadata(writer, model.cfg)
     else:
-        try:
-            model = exportable_gpt(model)
-        except ExportError as error:
-            raise ExportError(f"{error} GGUF export also takes LlamaModel and Qwen3Model "
-                              "(llama.cpp's llama and qwen3 architectures).") from None
         tensors = gguf_tensors(model)
         arch_name = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2]
 

@@ -32,6 +32,11 @@ The character tokenizer becomes a ``WordLevel`` model over single characters wit
 after every character. A character outside its vocabulary is an error in both worlds
 (`tokenizers` says ``Missing [UNK] token from the vocabulary``).
 
+**Compact vocabularies.** A model trained with a `CompactTokenizer` (only the ids its corpus
+used, plus one reserved id) is written over the tokenizer's full vocabulary, with the full
+tokenizer: `full_vocabulary` expands it (`model.compact_vocab`), so every id other tools can
+send has a row and the next-token choices stay the model's.
+
 The functions here need `tokenizers` and `transformers` (only to write the tokenizer's
 config); :mod:`llm_from_scratch.export.gguf_export` reuses the vocabulary conversion.
 """
@@ -59,7 +64,7 @@ from llm_from_scratch.tokenizers.hf_bpe import BYTE_TO_UNICODE, bytes_to_unicode
 
 __all__ = ["ExportError", "ExportVocab", "export_hf", "export_checkpoint_hf", "exportable_gpt", "export_vocab",
            "build_hf_tokenizer", "save_hf_tokenizer", "hf_config", "hf_state_dict", "full_state_dict",
-           "merges_from_ranks", "byte_level", "bytes_to_unicode", "is_tied", "onig_pattern"]
+           "full_vocabulary", "merges_from_ranks", "byte_level", "bytes_to_unicode", "is_tied", "onig_pattern"]
 
 #: What a HF export writes (other files in the folder are left alone).
 HF_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -108,6 +113,20 @@ def exportable_gpt(model: nn.Module) -> GPTModel:
             "adapters, merge them into the base weights first; other additions cannot be exported."
         )
     return model
+
+
+def full_vocabulary(model: nn.Module, tokenizer: Tokenizer) -> tuple[nn.Module, Tokenizer]:
+    """(model, tokenizer) as other tools need them: a compact-vocabulary model (`CompactTokenizer`)
+    becomes a full-vocabulary copy with the full tokenizer (`model.compact_vocab`); anything else
+    is returned as it is."""
+    from llm_from_scratch.model.compact_vocab import expand_to_full_vocabulary, is_compact
+
+    if not is_compact(tokenizer):
+        return model, tokenizer
+    try:
+        return expand_to_full_vocabulary(model, tokenizer)
+    except ValueError as error:
+        raise ExportError(str(error)) from error
 
 
 def full_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
@@ -222,8 +241,15 @@ def export_vocab(tokenizer: Tokenizer) -> ExportVocab:
     """Describe one of our tokenizers for export; ExportError for kinds that cannot be exported."""
     from llm_from_scratch.tokenizers.bpe import BPETokenizer
     from llm_from_scratch.tokenizers.char import CharTokenizer
+    from llm_from_scratch.tokenizers.compact import CompactTokenizer
     from llm_from_scratch.tokenizers.tiktoken_bpe import TiktokenTokenizer
 
+    if isinstance(tokenizer, CompactTokenizer):
+        raise ExportError(
+            "a CompactTokenizer's ids are its model's own numbering, which no other tool knows: export the "
+            "model with export_hf / export_gguf (they expand it to the full vocabulary), or describe "
+            "tokenizer.base, the full tokenizer"
+        )
     if isinstance(tokenizer, TiktokenTokenizer):
         encoding = tokenizer.encoding
         ranks, pattern, specials = encoding._mergeable_ranks, encoding._pat_str, dict(encoding._special_tokens)
@@ -367,6 +393,9 @@ def export_hf(model: nn.Module, tokenizer: Tokenizer, out_dir: str | Path, *, ov
     LlamaForCausalLM / Qwen3ForCausalLM for those families (names and config from `hf_llama`);
     returns ``out_dir``.
 
+    A model with a compact vocabulary (``tokenizer`` a `CompactTokenizer`) is written over the
+    full vocabulary with the full tokenizer (`full_vocabulary`).
+
     Refuses (ExportError) another architecture, a tokenizer that cannot be converted or that
     needs more ids than the model has, and an existing non-empty ``out_dir`` unless
     ``overwrite=True`` (then the export's files are replaced, other files stay).
@@ -378,6 +407,9 @@ def export_hf(model: nn.Module, tokenizer: Tokenizer, out_dir: str | Path, *, ov
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
     inner = unwrap_model(model)
+    if not isinstance(inner, LlamaModel):
+        inner = exportable_gpt(inner)  # refused before any copying
+    inner, tokenizer = full_vocabulary(inner, tokenizer)
     if isinstance(inner, LlamaModel):  # Llama and Qwen3: names and config.json from hf_llama.py
         from llm_from_scratch.export.hf_llama import hf_llama_config, hf_llama_state_dict
 
@@ -388,7 +420,7 @@ def export_hf(model: nn.Module, tokenizer: Tokenizer, out_dir: str | Path, *, ov
             raise ExportError(str(error)) from error
         tensors = hf_llama_state_dict(model)
     else:
-        model = exportable_gpt(model)
+        model = inner
         tensors = hf_state_dict(model)
         config = hf_config(model.cfg, tokenizer, is_tied(model), model.tok_emb.weight.dtype)
     if tokenizer.vocab_size > model.cfg.vocab_size:

@@ -64,6 +64,8 @@ class PretrainConfig:
     model_type: str | None = None       # any name of model.registry.model_types()
     dataset: str | Path | None = None   # a corpus name (data/corpora.py) or a path to your text
     tokenizer: str | None = None        # gpt2, cl100k_base, o200k_base, char, or a tokenizer file
+    vocab: str = "auto"                 # compact (only the ids the corpus uses), full, or auto: compact when
+                                        # the corpus uses under half of the tokenizer's ids (tokenizers/compact.py)
     context_length: int | None = None   # override the preset's
     dropout: float | None = None        # override the preset's drop_rate
     recipe: str | None = None           # book | modern (training/recipes.py); None: the checkpoint's, else book
@@ -131,6 +133,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     from llm_from_scratch.data.corpora import corpus_files
     from llm_from_scratch.data.shards import TokenWindowDataset, check_shard_tokenizer, prepare_shards
     from llm_from_scratch.model.registry import model_from_config
+    from llm_from_scratch.tokenizers.compact import choose_vocabulary
     from llm_from_scratch.training import GPTTrainer, load_checkpoint
     from llm_from_scratch.training.distributed import init_distributed
     from llm_from_scratch.training.trainer import auto_device, validation_summary
@@ -165,7 +168,8 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     barrier()
     if not dist_info.is_main:
         corpus = corpus_files(dataset)
-    tokenizer = _tokenizer(c.tokenizer, checkpoint, resume_path, corpus)
+    model_tokenizer = _tokenizer(c.tokenizer, checkpoint, resume_path, corpus)
+    tokenizer = getattr(model_tokenizer, "base", model_tokenizer)   # the shards hold the tokenizer's own ids
     if dist_info.is_main:
         shards = prepare_shards(corpus.train, corpus.validation, tokenizer, name=corpus.name,
                                 num_workers=c.num_workers, progress=c.progress)
@@ -173,16 +177,23 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     if not dist_info.is_main:
         shards = prepare_shards(corpus.train, corpus.validation, tokenizer, name=corpus.name, progress=False)
     check_shard_tokenizer(shards.meta, tokenizer)
+    if checkpoint is None:      # a fresh run: all of the tokenizer's ids, or only those the corpus uses
+        try:
+            model_tokenizer = choose_vocabulary(tokenizer, shards.id_counts(), c.vocab)
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from exc
+    id_map = getattr(model_tokenizer, "to_compact", None)
 
     # 3. The recipe's defaults, the model's configuration and the data cut into windows of its
     #    context length (every offset a possible start with windows="random").
     recipe, c = _with_recipe(c, checkpoint)
-    cfg = _model_config(c, model_type, checkpoint, tokenizer.vocab_size, recipe)
-    if cfg.vocab_size < tokenizer.vocab_size:
+    cfg = _model_config(c, model_type, checkpoint, model_tokenizer.vocab_size, recipe)
+    if cfg.vocab_size < model_tokenizer.vocab_size:
         raise PipelineError(f"the model's vocabulary ({cfg.vocab_size}) is smaller than the tokenizer's "
-                            f"({tokenizer.vocab_size}): they do not belong together.")
-    train_set = TokenWindowDataset(shards.train, cfg.context_length, stride=1 if c.windows == "random" else None)
-    val_set = TokenWindowDataset(shards.validation, cfg.context_length)
+                            f"({model_tokenizer.vocab_size}): they do not belong together.")
+    train_set = TokenWindowDataset(shards.train, cfg.context_length, stride=1 if c.windows == "random" else None,
+                                   id_map=id_map)
+    val_set = TokenWindowDataset(shards.validation, cfg.context_length, id_map=id_map)
     global_batch = c.batch_size * dist_info.world_size
     if len(train_set) < global_batch:
         raise PipelineError(f"the training split has {len(train_set)} windows of {cfg.context_length} tokens, "
@@ -201,13 +212,14 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
         print(f"llmfs train: {model_type}, recipe {recipe.name} ({model.num_parameters():,} parameters, "
               f"context {cfg.context_length}) on "
               f"{corpus.name} ({counts['train']:,} train / {counts['validation']:,} validation tokens, "
-              f"tokenizer {tokenizer.name}, vocabulary {tokenizer.vocab_size:,}); batch {c.batch_size} x "
-              f"{dist_info.world_size} process(es) x {c.grad_accum} accumulation; output in {out_dir}")
+              f"tokenizer {tokenizer.name}); batch {c.batch_size} x {dist_info.world_size} process(es) x "
+              f"{c.grad_accum} accumulation; output in {out_dir}")
+        print(_describe_vocabulary(model_tokenizer, tokenizer, c.vocab))
 
     # 4. The training loop.
     sample_prompt = c.sample_prompt or SAMPLE_PROMPTS.get(corpus.name, "The")
     trainer = GPTTrainer(
-        model, train_loader, val_loader, tokenizer=tokenizer,
+        model, train_loader, val_loader, tokenizer=model_tokenizer,
         max_steps=_max_steps(c), epochs=c.epochs, max_tokens=c.max_tokens,
         lr=c.lr or _default_lr(model_type), min_lr_ratio=c.min_lr_ratio, warmup_steps=c.warmup_steps,
         weight_decay=c.weight_decay, grad_clip=c.grad_clip, grad_accum_steps=c.grad_accum,
@@ -238,7 +250,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
               f"Generate: llmfs generate --checkpoint {out_dir / 'best_model.pt'} --prompt {sample_prompt!r}")
     if dist_info.is_distributed:
         torch.distributed.destroy_process_group()
-    return PretrainResult(out_dir, model_type, model, tokenizer, list(history))
+    return PretrainResult(out_dir, model_type, model, model_tokenizer, list(history))
 
 
 def _resume_path(resume, out_dir: Path) -> Path | None:
@@ -270,10 +282,21 @@ def _tokenizer(name: str | None, checkpoint: dict | None, resume_path: Path | No
         return _build_tokenizer(name or DEFAULTS["tokenizer"], corpus)
     tokenizer = tokenizer_from_config(checkpoint["tokenizer"])
     # "char" is rebuilt from the corpus, so the name alone says nothing to compare: the checkpoint's counts
-    if name and name != "char" and _build_tokenizer(name, corpus).to_config() != tokenizer.to_config():
+    own = getattr(tokenizer, "base", tokenizer)    # a compact vocabulary's tokenizer is its base's
+    if name and name != "char" and _build_tokenizer(name, corpus).to_config() != own.to_config():
         raise PipelineError(f"{resume_path} was trained with the {tokenizer.name!r} tokenizer, not {name!r}: "
                             "drop --tokenizer to use the checkpoint's.")
     return tokenizer
+
+
+def _describe_vocabulary(model_tokenizer, tokenizer, asked: str) -> str:
+    """The run's vocabulary line: "vocabulary: 1,091 of 100,277 ids (compact)" or "... (full)"."""
+    if model_tokenizer is not tokenizer:
+        return (f"{model_tokenizer.describe()}: the ids this corpus uses, and one for every other id "
+                f"(--vocab full keeps all)")
+    why = " (--vocab auto: the corpus uses at least half of them)" if asked == "auto" and tokenizer.vocab_size > 512 \
+        else ""
+    return f"vocabulary: {tokenizer.vocab_size:,} ids (full){why}"
 
 
 def _build_tokenizer(name: str, corpus):

@@ -29,6 +29,7 @@ from llm_from_scratch.tokenizers.base import (
 )
 from llm_from_scratch.tokenizers.bpe import BPETokenizer
 from llm_from_scratch.tokenizers.char import CharTokenizer, SimpleTokenizer, UnknownCharacterError
+from llm_from_scratch.tokenizers.compact import CompactTokenizer
 from llm_from_scratch.tokenizers.hf_bpe import HFBPETokenizer
 from llm_from_scratch.tokenizers.simple import (
     SimpleTokenizerV1,
@@ -46,6 +47,7 @@ __all__ = [
     "ENDOFTEXT",
     "UNKNOWN",
     "CharTokenizer",
+    "CompactTokenizer",
     "SimpleTokenizer",
     "SimpleTokenizerV1",
     "SimpleTokenizerV2",

@@ -21,7 +21,9 @@ share of the optimizer step, so that is at most about 10% of the training time. 
 (in fp32) takes up to half of the budget: the whole validation split when it fits, else a seeded
 sample of that size; what it leaves goes to up to 10 evaluations of up to 20 batches.
 A 20-step smoke test thus evaluates once, at the end, on a few batches; a long run gets the
-full 10 x 20 batches and a final score over up to a million tokens. Any of the three settings
+full 10 x 20 batches and a final score over up to a million tokens. The floor is one
+evaluation of one batch of each split, and one batch for the final score: a run of a handful
+of steps spends more than its share (3 steps score about as many tokens as they train on). Any of the three settings
 given explicitly wins. The sizes depend only on the run's settings, so a resumed run evaluates
 at the same steps.
 """

