@@ -94,6 +94,7 @@ def test_auto_picks_compact_when_the_corpus_uses_under_half_of_the_ids():
     assert isinstance(choose_vocabulary(base, few, "auto"), CompactTokenizer)
     assert choose_vocabulary(base, few, "full") is base
     most = np.ones(base.vocab_size, dtype=np.int64)
+    most[: base.vocab_size // 5] = 0                                   # 80% of the ids
     assert choose_vocabulary(base, most, "auto") is base
     assert isinstance(choose_vocabulary(base, most, "compact"), CompactTokenizer)
     with pytest.raises(ValueError, match="auto, compact or full"):
@@ -189,3 +190,40 @@ def test_vocab_full_keeps_every_id(gpt2_corpus, tmp_path):
 
     result = pretrain(_run(gpt2_corpus, tmp_path / "full", vocab="full", max_steps=1, eval_interval=1))
     assert result.tokenizer.vocab_size == 50257 and not isinstance(result.tokenizer, CompactTokenizer)
+
+
+def test_ids_a_compact_tokenizer_hands_out_are_its_own():
+    """Special tokens, bos and stop ids are mapped to the compact numbering; what holds the base's
+    ids and has no mapping is not passed on (hasattr says False)."""
+    from llm_from_scratch.tokenizers import HFBPETokenizer
+    from llm_from_scratch.tokenizers.chat_template import stop_token_ids
+
+    base = HFBPETokenizer(["a", "b", "c", "<|im_start|>", "<|im_end|>"], [],
+                          special_tokens={"<|im_start|>": 3, "<|im_end|>": 4}, eos_token="<|im_end|>",
+                          bos_token="<|im_start|>", chat_template="{{ messages }}")
+    compact = CompactTokenizer(base, [0, 2])                      # keeps a, c and (always) the eos token
+    assert compact.kept_ids == [0, 2, 4] and compact.eot_id == 2
+    assert compact.special_tokens == {"<|im_end|>": 2}            # <|im_start|> was not kept
+    assert compact.bos_id is None and compact.token_to_id("c") == 1 and compact.token_to_id("b") == 3
+    assert stop_token_ids(compact) == [2]
+    assert compact.chat_template == "{{ messages }}"              # holds no ids: the base's
+    assert not hasattr(compact, "ranks") and not hasattr(compact, "encoding")
+    with pytest.raises(ValueError, match="not in this compact vocabulary"):
+        compact.decode([7])
+
+
+def test_compact_is_never_bigger_than_full():
+    base = get_tokenizer("gpt2")
+    every = np.ones(base.vocab_size, dtype=np.int64)
+    assert choose_vocabulary(base, every, "compact") is base
+
+
+def test_a_resumed_run_keeps_its_vocabulary_and_refuses_another(gpt2_corpus, tmp_path, capsys):
+    from llm_from_scratch.pipelines import PipelineError, pretrain
+
+    pretrain(_run(gpt2_corpus, tmp_path / "run", max_steps=2, eval_interval=2))
+    capsys.readouterr()
+    with pytest.raises(PipelineError, match="compact vocabulary, not --vocab full"):
+        pretrain(_run(gpt2_corpus, tmp_path / "run", max_steps=3, resume=True, vocab="full"))
+    resumed = pretrain(_run(gpt2_corpus, tmp_path / "run", max_steps=3, resume=True))
+    assert isinstance(resumed.tokenizer, CompactTokenizer) and "the checkpoint's" in capsys.readouterr().out

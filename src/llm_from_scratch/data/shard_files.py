@@ -93,8 +93,11 @@ class ShardSet:
             for start in range(0, len(tokens), COUNT_SLICE):
                 counts += np.bincount(tokens[start:start + COUNT_SLICE], minlength=vocab_size)[:vocab_size]
         temporary = path.with_name(f".{path.name}.{os.getpid()}.npz")
-        np.savez(temporary, counts=counts, created=np.array(created))
-        os.replace(temporary, path)                               # whole or not at all
+        try:
+            np.savez(temporary, counts=counts, created=np.array(created))
+            os.replace(temporary, path)                           # whole or not at all
+        except OSError:                                           # a read-only cache: count again next time
+            temporary.unlink(missing_ok=True)
         return counts
 
 

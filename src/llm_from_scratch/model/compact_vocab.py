@@ -1,7 +1,7 @@
 """A compact-vocabulary model turned back into a full-vocabulary one, for tools that know only the full tokenizer.
 
 A model trained with a `CompactTokenizer` (`tokenizers/compact.py`) has an embedding and an
-output head over the ids its corpus used plus one reserved id for all the others: 1,091 rows
+output head over the ids its corpus used plus one reserved id for all the others: 1,095 rows
 instead of cl100k_base's 100,277. That is our private numbering. `transformers`, llama.cpp and
 every other tool speak the tokenizer's own ids, so an export must give them a model over the
 **full** vocabulary that makes the same predictions:
@@ -15,10 +15,13 @@ One gather does both, because `to_compact` already sends every unseen id to the 
 
 This applies to the token embedding (an unseen id in a prompt reads as the reserved id, as in
 our model) and to the output head, whose rows make the logits: every unseen id gets the
-reserved id's logit. The reserved id is never a training target, so training pushes that logit
-down; it does not win against a token the model prefers, and where it would, the full model
-picks an unseen id whose embedding is, again, the reserved id's row. Either way the next-token
-choices are the compact model's, written in full ids. A head bias (our families have none)
+reserved id's logit. In pretraining the reserved id is never a target, so training pushes that
+logit down and the greedy next-token choices are the compact model's, written in full ids (where
+the reserved id would win, the full model picks an unseen id, whose embedding is the reserved
+row again). The distributions are not the same: together the unseen ids get as many times the
+reserved id's probability as there are of them (docs/10-pretraining.md says what that changes),
+and a model fine-tuned on text with unseen tokens learns the reserved id as a target, which the
+full model then writes as an arbitrary unseen id. A head bias (our families have none)
 would be gathered the same way. Everything else (blocks, norms, positions) is copied.
 
 A tied model stays tied: the head *is* the embedding, so it is gathered once. The full model

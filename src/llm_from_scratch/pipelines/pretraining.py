@@ -182,6 +182,9 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
             model_tokenizer = choose_vocabulary(tokenizer, shards.id_counts(), c.vocab)
         except ValueError as exc:
             raise PipelineError(str(exc)) from exc
+    elif c.vocab != "auto" and (c.vocab == "compact") != (model_tokenizer is not tokenizer):
+        raise PipelineError(f"{resume_path} was trained with the {'full' if model_tokenizer is tokenizer else 'compact'} "
+                            f"vocabulary, not --vocab {c.vocab}: drop --vocab to continue it as it was.")
     id_map = getattr(model_tokenizer, "to_compact", None)
 
     # 3. The recipe's defaults, the model's configuration and the data cut into windows of its
@@ -214,7 +217,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
               f"{corpus.name} ({counts['train']:,} train / {counts['validation']:,} validation tokens, "
               f"tokenizer {tokenizer.name}); batch {c.batch_size} x {dist_info.world_size} process(es) x "
               f"{c.grad_accum} accumulation; output in {out_dir}")
-        print(_describe_vocabulary(model_tokenizer, tokenizer, c.vocab))
+        print(_describe_vocabulary(model_tokenizer, tokenizer, c.vocab, resumed=checkpoint is not None))
 
     # 4. The training loop.
     sample_prompt = c.sample_prompt or SAMPLE_PROMPTS.get(corpus.name, "The")
@@ -289,13 +292,13 @@ def _tokenizer(name: str | None, checkpoint: dict | None, resume_path: Path | No
     return tokenizer
 
 
-def _describe_vocabulary(model_tokenizer, tokenizer, asked: str) -> str:
-    """The run's vocabulary line: "vocabulary: 1,091 of 100,277 ids (compact)" or "... (full)"."""
+def _describe_vocabulary(model_tokenizer, tokenizer, asked: str, resumed: bool) -> str:
+    """The run's vocabulary line: "vocabulary: 1,095 of 100,277 ids (compact)" or "... (full)"."""
     if model_tokenizer is not tokenizer:
-        return (f"{model_tokenizer.describe()}: the ids this corpus uses, and one for every other id "
-                f"(--vocab full keeps all)")
-    why = " (--vocab auto: the corpus uses at least half of them)" if asked == "auto" and tokenizer.vocab_size > 512 \
-        else ""
+        why = "the checkpoint's" if resumed else "the ids this corpus uses, and one for every other id (--vocab full keeps all)"
+        return f"{model_tokenizer.describe()}: {why}"
+    why = " (the checkpoint's)" if resumed else (
+        " (--vocab auto: the corpus uses at least half of them)" if asked == "auto" else "")
     return f"vocabulary: {tokenizer.vocab_size:,} ids (full){why}"
 
 

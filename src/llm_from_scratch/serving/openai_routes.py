@@ -109,8 +109,16 @@ async def completions(body: CompletionRequest, request: Request, served: ServedM
     refuse(not texts, "prompt is an empty list: give a text (or a list of texts or token ids)", "prompt")
     tokenizer = served.tokenizer
 
+    to_model = getattr(tokenizer, "to_compact", None)   # a compact vocabulary: users hold the tokenizer's ids
+
     def encode(item):
-        return list(item) if isinstance(item, list) else tokenizer.encode(item, allowed_special="all")
+        if not isinstance(item, list):
+            return tokenizer.encode(item, allowed_special="all")
+        if to_model is None:
+            return list(item)
+        refuse(any(not 0 <= t < len(to_model) for t in item),
+               f"token ids out of the tokenizer's vocabulary (0..{len(to_model) - 1})", "prompt")
+        return [int(to_model[t]) for t in item]
     try:
         prompts = await run_in_threadpool(lambda: [encode(t) for t in texts])
     except ValueError as exc:

@@ -1,7 +1,7 @@
 """A big tokenizer's vocabulary cut down to the ids a corpus uses: small models train much faster.
 
 Training a small model from scratch with a pretrained tokenizer (cl100k_base has 100,277 ids)
-on a small corpus wastes most of the model. The Chinese corpus of this project uses 1,090 of
+on a small corpus wastes most of the model. The Chinese corpus of this project uses 1,093 of
 those ids; gpt-micro with the full vocabulary has 13.6M parameters, of which 12.8M are the
 embedding and the output head, and every training token pays for a 100,277-way softmax and its
 gradient. Rows of ids that never occur learn nothing but "never predict me".
@@ -13,8 +13,8 @@ change: the same tokenizer splits the text, and `full_ids` / `decode` speak its 
 numbering the model sees is compact:
 
     full id      0 ... 100,276   (what the tokenizer gives, what users and other tools see)
-    compact id   0 ... 1,089     the kept ids, in increasing order of their full id
-                 1,090           the reserved id: any full id that is not kept
+    compact id   0 ... 1,093     the kept ids (the corpus's and <|endoftext|>), by full id
+                 1,094           the reserved id: any full id that is not kept
 
 What happens to text outside the corpus: a prompt with a token the corpus never had encodes to
 the reserved id, one per such token. The model has never seen it (its embedding row keeps its
@@ -22,7 +22,8 @@ initial values), so it reads the prompt with that token blanked out; it never ge
 reserved id in practice (it was never a target, so training pushes its logit down), and
 `decode` writes nothing for it. Export to another tool (`export/`) writes the full vocabulary
 again: every unseen id gets the reserved id's embedding and output row, hence the reserved id's
-logit, which never wins against a seen token the model prefers.
+logit, so the greedy choice is ours; together the unseen ids then get as many times the reserved
+id's probability as there are of them (docs/10 says what that changes).
 
 Losses stay comparable with a full-vocabulary model: on text made of kept ids, the compact
 model's softmax is a distribution over the full vocabulary that gives the unseen ids (together)
@@ -39,6 +40,9 @@ import numpy as np
 
 from llm_from_scratch.tokenizers.base import (DEFAULT_ALLOWED_SPECIAL, AllowedSpecial, Tokenizer, as_token_ids,
                                               register_tokenizer_type, tokenizer_from_config)
+
+# The base tokenizer's attributes that hold no ids, so a compact tokenizer can pass them on.
+ID_FREE_ATTRIBUTES = frozenset({"chat_template", "bos_token", "eos_token", "pattern", "pre_tokenizer", "engine"})
 
 UNSEEN_WARNING = ("the text has tokens this model never saw in training (its compact vocabulary holds only the "
                   "ids of its corpus): each is read as one reserved 'unknown' token, and left out when decoding")
@@ -85,7 +89,11 @@ class CompactTokenizer(Tokenizer):
 
     def full_ids(self, compact_ids: Iterable[int]) -> list[int]:
         """Compact ids -> the tokenizer's ids (the reserved id has none: it is left out)."""
-        return [int(self.to_full[i]) for i in as_token_ids(compact_ids) if i != self.unknown_id]
+        ids = as_token_ids(compact_ids)
+        bad = [i for i in ids if not 0 <= i <= self.unknown_id]
+        if bad:
+            raise ValueError(f"id {bad[0]} is not in this compact vocabulary (0..{self.unknown_id})")
+        return [int(self.to_full[i]) for i in ids if i != self.unknown_id]
 
     # ------------------------------------------------------------------ Tokenizer
     def encode(self, text: str, allowed_special: AllowedSpecial = DEFAULT_ALLOWED_SPECIAL) -> list[int]:
@@ -104,17 +112,36 @@ class CompactTokenizer(Tokenizer):
     def from_config(cls, config: Mapping[str, Any]) -> "CompactTokenizer":
         return cls(tokenizer_from_config(config["base"]), config["kept_ids"])
 
+    # ------------------------------------------------------------------ what else a tokenizer has
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """The base's special tokens that the vocabulary kept, with their compact ids."""
+        specials = getattr(self.base, "special_tokens", None) or {}
+        return {text: int(self.to_compact[i]) for text, i in specials.items()
+                if i < len(self.to_compact) and self.to_compact[i] != self.unknown_id}
+
+    @property
+    def bos_id(self) -> int | None:
+        bos = getattr(self.base, "bos_id", None)
+        return None if bos is None or self.to_compact[bos] == self.unknown_id else int(self.to_compact[bos])
+
+    def token_to_id(self, token: str) -> int:
+        """The compact id of a token string (the reserved id for a token the vocabulary did not keep)."""
+        return int(self.to_compact[self.base.token_to_id(token)])
+
     def __getattr__(self, name: str):
-        # What else a tokenizer may have (a chat template, special tokens...) is the base's.
-        if name in ("base", "__setstate__") or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
+        # Only what does not speak in ids is the base's (a chat template, the name of the
+        # end-of-text token, the splitting pattern...); anything with ids in it must be mapped,
+        # and is defined above, or it is not there (hasattr() says False).
+        if name in ID_FREE_ATTRIBUTES:
+            return getattr(self.base, name)
+        raise AttributeError(f"{type(self).__name__} has no {name!r} (the base tokenizer's would be in its own ids)")
 
     def __reduce__(self):
         return (type(self).from_config, (self.to_config(),))
 
     def describe(self) -> str:
-        """"vocabulary: 1,091 of 100,277 ids (compact)" - for the first lines of a run."""
+        """"vocabulary: 1,095 of 100,277 ids (compact)" - for the first lines of a run."""
         return f"vocabulary: {self.vocab_size:,} of {self.full_vocab_size:,} ids (compact)"
 
 
@@ -132,5 +159,7 @@ def choose_vocabulary(tokenizer: Tokenizer, counts: np.ndarray, vocab: str = "au
         return tokenizer
     kept = used_ids(counts)
     if vocab == "auto" and len(kept) >= AUTO_COMPACT_BELOW * tokenizer.vocab_size:
+        return tokenizer
+    if len(kept) >= tokenizer.vocab_size - 1:      # nothing to leave out: compact would be no smaller
         return tokenizer
     return CompactTokenizer(tokenizer, kept)
