@@ -54,19 +54,22 @@ def corpus_dir(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.fixture
-def base_checkpoint(tmp_path):
-    """A tiny untrained GPT with the GPT-2 tokenizer, saved as our checkpoint: the starting point
-    of the fine-tuning tests."""
+def save_tiny_gpt(path, drop_rate: float = 0.0, emb_dim: int = 32):
+    """A tiny untrained GPT (context 128) with the GPT-2 tokenizer, saved as our checkpoint."""
     from llm_from_scratch.model import GPTConfig, GPTModel
     from llm_from_scratch.tokenizers import get_tokenizer
     from llm_from_scratch.training.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    model = GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2, n_layers=2,
-                               drop_rate=0.0))
-    path = tmp_path / "base.pt"
+    model = GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=emb_dim, n_heads=2, n_layers=2,
+                               drop_rate=drop_rate))
     save_checkpoint(path, {"model": model.state_dict(), "model_config": model.cfg.to_dict(),
                            "tokenizer": get_tokenizer("gpt2").to_config()})
     return path
+
+
+@pytest.fixture
+def base_checkpoint(tmp_path):
+    """A tiny untrained GPT with the GPT-2 tokenizer: the starting point of the fine-tuning tests."""
+    return save_tiny_gpt(tmp_path / "base.pt")
 

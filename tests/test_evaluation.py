@@ -128,7 +128,7 @@ def test_no_validation_data_is_said_not_printed_as_nan(tmp_path, capsys):
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _counting_run(monkeypatch, num_windows: int, **settings):
+def _counting_run(monkeypatch, num_windows: int, batch_size: int = 4, val_batch_size: int = 4, **settings):
     """A tiny fp32 run; (trainer, tokens trained on, tokens scored by evaluations)."""
     from llm_from_scratch.training.next_token import NextTokenMethod
 
@@ -141,8 +141,8 @@ def _counting_run(monkeypatch, num_windows: int, **settings):
         scored["tokens"] += inputs.numel()
         return real(self, inputs, targets)
     monkeypatch.setattr(NextTokenMethod, "batch_loss", counting)
-    trainer = GPTTrainer(model, DataLoader(windows, batch_size=4, shuffle=True, drop_last=True),
-                         DataLoader(windows, batch_size=4), precision="fp32", progress=False, **settings)
+    trainer = GPTTrainer(model, DataLoader(windows, batch_size=batch_size, shuffle=True, drop_last=True),
+                         DataLoader(windows, batch_size=val_batch_size), precision="fp32", progress=False, **settings)
     trainer.train()
     return trainer, trainer.state.tokens_seen, scored["tokens"]
 
@@ -191,21 +191,11 @@ def test_explicit_evaluation_settings_are_used_as_given(monkeypatch):
 
 def test_the_budget_counts_validation_batches_of_another_size(monkeypatch):
     """Validation batches 8x the training batch: the sizing must count them at their size."""
-    from llm_from_scratch.training.next_token import EVAL_TOKEN_SHARE, NextTokenMethod
+    from llm_from_scratch.training.next_token import EVAL_TOKEN_SHARE
 
-    model, tokens = _model_and_tokens(num_windows=400)
-    windows = TokenWindowDataset(tokens.numpy(), CONTEXT)
-    scored = {"tokens": 0}
-    real = NextTokenMethod.batch_loss
-
-    def counting(self, inputs, targets):
-        scored["tokens"] += inputs.numel()
-        return real(self, inputs, targets)
-    monkeypatch.setattr(NextTokenMethod, "batch_loss", counting)
-    trainer = GPTTrainer(model, DataLoader(windows, batch_size=2, shuffle=True, drop_last=True),
-                         DataLoader(windows, batch_size=16), precision="fp32", progress=False, max_steps=400)
-    trainer.train()
-    assert scored["tokens"] <= EVAL_TOKEN_SHARE * trainer.state.tokens_seen + 16 * CONTEXT
+    trainer, trained, scored = _counting_run(monkeypatch, num_windows=400, max_steps=400, batch_size=2,
+                                             val_batch_size=16)
+    assert scored <= EVAL_TOKEN_SHARE * trained + 16 * CONTEXT
 
 
 def test_ctrl_c_during_an_evaluation_saves_the_step_and_resumes_exactly(tmp_path, monkeypatch):

@@ -35,17 +35,9 @@ def fake_rewards(monkeypatch):
 @pytest.fixture
 def dropout_checkpoint(tmp_path):
     """A tiny GPT with dropout 0.1 (as the GPT-2 presets and --dropout 0.1 give), our checkpoint."""
-    from llm_from_scratch.model import GPTConfig, GPTModel
-    from llm_from_scratch.tokenizers import get_tokenizer
-    from llm_from_scratch.training.checkpoint import save_checkpoint
+    from conftest import save_tiny_gpt
 
-    torch.manual_seed(0)
-    model = GPTModel(GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2, n_layers=2,
-                               drop_rate=0.1))
-    path = tmp_path / "dropout.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.cfg.to_dict(),
-                           "tokenizer": get_tokenizer("gpt2").to_config()})
-    return path
+    return save_tiny_gpt(tmp_path / "dropout.pt", drop_rate=0.1)
 
 
 def _grpo(checkpoint, out_dir, **changes):
