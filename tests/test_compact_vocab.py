@@ -227,3 +227,27 @@ def test_a_resumed_run_keeps_its_vocabulary_and_refuses_another(gpt2_corpus, tmp
         pretrain(_run(gpt2_corpus, tmp_path / "run", max_steps=3, resume=True, vocab="full"))
     resumed = pretrain(_run(gpt2_corpus, tmp_path / "run", max_steps=3, resume=True))
     assert isinstance(resumed.tokenizer, CompactTokenizer) and "the checkpoint's" in capsys.readouterr().out
+
+
+def test_the_openai_route_reads_token_id_prompts_in_the_tokenizer_s_ids():
+    """Users hold the tokenizer's own ids; a compact model's server maps them (an id past the
+    tokenizer's vocabulary is a clear 400)."""
+    import httpx
+
+    from llm_from_scratch.model import GPTConfig, GPTModel
+    from test_serving import TIMEOUT, start
+
+    base = get_tokenizer("gpt2")
+    compact = CompactTokenizer(base, base.encode("the cat sat on the mat and the dog ran home"))
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=compact.vocab_size, context_length=32, emb_dim=16, n_heads=2,
+                               n_layers=1, drop_rate=0.0)).eval()
+    with start(model, compact) as server, httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
+        def complete(prompt):
+            return client.post("/v1/completions", json={"model": "tiny", "prompt": prompt, "max_tokens": 4,
+                                                        "temperature": 0})
+        by_text = complete("the cat sat").json()["choices"][0]["text"]
+        by_ids = complete(base.encode("the cat sat")).json()["choices"][0]["text"]
+        assert by_ids == by_text
+        bad = complete([base.vocab_size + 5])
+        assert bad.status_code == 400 and "tokenizer's vocabulary" in bad.text
