@@ -251,3 +251,18 @@ def test_the_openai_route_reads_token_id_prompts_in_the_tokenizer_s_ids():
         assert by_ids == by_text
         bad = complete([base.vocab_size + 5])
         assert bad.status_code == 400 and "tokenizer's vocabulary" in bad.text
+
+
+def test_instruction_tuning_does_not_learn_to_say_the_reserved_id():
+    """Fine-tuning text with tokens the corpus never had: their targets are the reserved id, which
+    stands for any unseen token; the collate leaves them out of the loss."""
+    from llm_from_scratch.data.instructions import instruction_dataloader
+
+    base = get_tokenizer("gpt2")
+    compact = CompactTokenizer(base, base.encode("Below is an instruction. Respond: the cat sat on the mat"))
+    entries = [{"instruction": "Respond", "input": "", "output": "the zebra sat"}] * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        inputs, targets = next(iter(instruction_dataloader(entries, compact, batch_size=2)))
+    assert (inputs == compact.unknown_id).any()                    # "zebra" is read as the reserved id
+    assert not (targets == compact.unknown_id).any()               # but never trained as a target

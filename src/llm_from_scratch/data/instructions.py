@@ -339,7 +339,8 @@ def _unpack_item(item: Any, position: int) -> tuple[list[int], int | None, bool]
 def instruction_collate(batch: Sequence[Any], pad_token_id: int = 50256, ignore_index: int = -100,
                         allowed_max_length: int | None = None, mask_prompt: bool | None = None,
                         device: str | torch.device = "cpu",
-                        eos_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        eos_token_id: int | None = None,
+                        unknown_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn a list of tokenized examples into ``(inputs, targets)``, both ``(batch, width)`` int64.
 
     For each example of ``n`` tokens (the book's algorithm, per row):
@@ -392,6 +393,8 @@ def instruction_collate(batch: Sequence[Any], pad_token_id: int = 50256, ignore_
                     "InstructionDataset (items are dicts with 'prompt_length') or pass (prompt_length, ids) tuples")
             targets[row, :max(int(prompt_length) - 1, 0)] = ignore_index
 
+    if unknown_id is not None:   # a compact vocabulary's reserved id stands for *any* unseen token:
+        targets[targets == unknown_id] = ignore_index   # not something to learn to say (tokenizers/compact.py)
     if allowed_max_length is not None:
         inputs = inputs[:, :allowed_max_length]
         targets = targets[:, :allowed_max_length]
@@ -426,7 +429,7 @@ def instruction_dataloader(data: Sequence[Mapping[str, Any]] | InstructionDatase
     from functools import partial
 
     collate = partial(instruction_collate, pad_token_id=pad_token_id, allowed_max_length=allowed_max_length,
-                      device=device)
+                      device=device, unknown_id=getattr(tokenizer, "unknown_id", None))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       num_workers=num_workers, collate_fn=collate, generator=generator)
 

@@ -19,9 +19,9 @@ reserved id's logit. In pretraining the reserved id is never a target, so traini
 logit down and the greedy next-token choices are the compact model's, written in full ids (where
 the reserved id would win, the full model picks an unseen id, whose embedding is the reserved
 row again). The distributions are not the same: together the unseen ids get as many times the
-reserved id's probability as there are of them (docs/10-pretraining.md says what that changes),
-and a model fine-tuned on text with unseen tokens learns the reserved id as a target, which the
-full model then writes as an arbitrary unseen id. A head bias (our families have none)
+reserved id's probability as there are of them (docs/10-pretraining.md says what that changes).
+Instruction tuning never makes the reserved id a target (data/instructions.py), so the same
+holds after it. A head bias (our families have none)
 would be gathered the same way. Everything else (blocks, norms, positions) is copied.
 
 A tied model stays tied: the head *is* the embedding, so it is gathered once. The full model
