@@ -4,6 +4,7 @@ reserved id for all others (tokenizers/compact.py), and everything that reads a 
 Numerics: float64, where the compact model must equal the full model restricted to the same ids
 exactly up to rounding (1e-12); the round trip through transformers in fp32 (1e-5)."""
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -175,7 +176,7 @@ def test_a_compact_run_resumes_exactly_exports_and_generates(gpt2_corpus, tmp_pa
         ours, theirs = list(prompt), compact.base.encode(text)
         with torch.no_grad():
             for _ in range(8):
-                ours.append(int(model(torch.tensor([ours]))[0, -1].argmax()))
+                ours.append(int(model(torch.tensor([ours]))[0, -1, :compact.unknown_id].argmax()))   # as decoding
                 theirs.append(int(hf(torch.tensor([theirs])).logits[0, -1].argmax()))
         assert compact.full_ids(ours[len(prompt):]) == theirs[len(prompt):], text
 
@@ -266,3 +267,80 @@ def test_instruction_tuning_does_not_learn_to_say_the_reserved_id():
         inputs, targets = next(iter(instruction_dataloader(entries, compact, batch_size=2)))
     assert (inputs == compact.unknown_id).any()                    # "zebra" is read as the reserved id
     assert not (targets == compact.unknown_id).any()               # but never trained as a target
+
+
+def test_with_its_offset_the_compact_model_is_the_exported_distribution():
+    """The reserved id's logit + log(number of unseen ids): its probability is exactly that of all
+    unseen ids together in the full-vocabulary model an export writes (float64, 1e-10), the kept
+    ids' probabilities are equal, and the fused loss carries the offset too (fp32, 1e-5)."""
+    from llm_from_scratch.model import GPTConfig, GPTModel
+    from llm_from_scratch.model.compact_vocab import attach_vocabulary, expand_to_full_vocabulary
+
+    base = get_tokenizer("gpt2")
+    compact = CompactTokenizer(base, base.encode("the cat sat on the mat and the dog ran"))
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=compact.vocab_size, context_length=16, emb_dim=16, n_heads=2,
+                               n_layers=1, drop_rate=0.0)).double()
+    attach_vocabulary(model, compact)
+    full, _ = expand_to_full_vocabulary(model, compact)
+    assert full.logit_offset is None and full.generation_vocab_size is None   # the export holds every id
+    text = "the cat sat on the mat"
+    ours = torch.softmax(model(torch.tensor([compact.encode(text)])), -1)[0]
+    theirs = torch.softmax(full(torch.tensor([base.encode(text)])), -1)[0]
+    unseen = torch.from_numpy(compact.to_compact == compact.unknown_id)
+    assert torch.allclose(ours[:, compact.unknown_id], theirs[:, unseen].sum(-1), atol=1e-10)
+    assert torch.allclose(ours[:, :compact.unknown_id], theirs[:, compact.kept_ids], atol=1e-10)
+    model = model.float()
+    ids = torch.tensor([compact.encode(text)])
+    fused = model(ids[:, :-1], targets=ids[:, 1:])
+    plain = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+    assert abs(fused.item() - plain.item()) < 1e-5
+
+
+def test_decoding_never_writes_the_reserved_id_and_a_loaded_checkpoint_has_its_offset(tmp_path):
+    from llm_from_scratch.generation import generate
+    from llm_from_scratch.generation.completions import sampling_vocab_size
+    from llm_from_scratch.loading import load_model
+    from llm_from_scratch.model import GPTConfig, GPTModel
+    from llm_from_scratch.training.checkpoint import save_checkpoint
+
+    base = get_tokenizer("gpt2")
+    compact = CompactTokenizer(base, base.encode("one two three four five"))
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=compact.vocab_size, context_length=32, emb_dim=8, n_heads=2, n_layers=1,
+                               drop_rate=0.0))
+    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "model_config": model.cfg.to_dict(),
+                                        "tokenizer": compact.to_config()})
+    loaded = load_model(checkpoint=tmp_path / "m.pt", device="cpu")
+    offset = loaded.model.logit_offset
+    assert offset[compact.unknown_id].item() == pytest.approx(math.log(base.vocab_size - len(compact.kept_ids)))
+    assert offset[:compact.unknown_id].abs().max() == 0
+    assert "logit_offset" not in loaded.model.state_dict()         # derived from the tokenizer, not saved
+    # untrained, the reserved id holds nearly all the probability; decoding still never writes it
+    prompt = torch.tensor([compact.encode("one two")])
+    for temperature in (0.0, 1.0):
+        out = generate(loaded.model, prompt, 20, temperature=temperature)
+        assert compact.unknown_id not in out[0, prompt.shape[1]:].tolist()
+    assert sampling_vocab_size(loaded.model, compact) == compact.unknown_id
+
+
+def test_perplexity_on_text_the_corpus_never_had_equals_the_exported_model_s():
+    """A target the corpus never had is one particular unseen token: the compact model's loss there
+    is the exported full model's (fp32, 1e-5 relative), not the (smaller) loss of "any unseen"."""
+    from llm_from_scratch.evaluation.perplexity import sequence_nll
+    from llm_from_scratch.model import GPTConfig, GPTModel
+    from llm_from_scratch.model.compact_vocab import attach_vocabulary, expand_to_full_vocabulary
+
+    base = get_tokenizer("gpt2")
+    compact = CompactTokenizer(base, base.encode("the cat sat on the mat and the dog ran"))
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=compact.vocab_size, context_length=16, emb_dim=16, n_heads=2,
+                               n_layers=1, drop_rate=0.0)).eval()
+    attach_vocabulary(model, compact)
+    full, _ = expand_to_full_vocabulary(model, compact)
+    text = "the zebra sat on the quantum mat"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours, count = sequence_nll(model, compact.encode(text))
+    theirs, same_count = sequence_nll(full, base.encode(text))
+    assert count == same_count and ours == pytest.approx(theirs, rel=1e-5)

@@ -184,6 +184,8 @@ def load_checkpoint_model(path: str | Path, device: str | torch.device | None = 
     if ckpt.get("lora"):
         from llm_from_scratch.finetune.lora import merge_lora
         merge_lora(model)
+    from llm_from_scratch.model.compact_vocab import attach_vocabulary
+    attach_vocabulary(model, tokenizer)   # a compact vocabulary's reserved id (derived, not saved)
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer, ckpt

@@ -40,6 +40,7 @@ def sequence_nll(model, token_ids: Sequence[int] | torch.Tensor, stride: int | N
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    offset = getattr(model, "logit_offset", None)   # log(unseen ids) at a compact vocabulary's reserved id
     position = 1  # the next token to score; ids[0] is never predicted
     while position < ids.numel():
         end = min(position + stride, ids.numel())          # score ids[position:end] in this window
@@ -49,6 +50,8 @@ def sequence_nll(model, token_ids: Sequence[int] | torch.Tensor, stride: int | N
         targets = window[1:].clone()                        # targets[j] is ids[begin + 1 + j]
         targets[:position - begin - 1] = -100               # scored by an earlier window
         total += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
+        if offset is not None:   # a compact vocabulary: a reserved-id target is one particular unseen
+            total += float(offset[targets[targets != -100].cpu()].sum())   # token: 1/n of the reserved mass
         count += end - position
         position = end
     model.train(was_training)

@@ -39,7 +39,9 @@ def generate_text_simple(model, idx: torch.Tensor, max_new_tokens: int, context_
         idx_cond = idx[:, -context_size:]  # crop to the context the model supports
         with torch.no_grad():
             logits = model(idx_cond)       # (b, T, vocab)
-        logits = logits[:, -1, :]          # (b, vocab): only the last position predicts the next token
+        # (b, vocab): only the last position predicts the next token (a compact vocabulary's
+        # reserved id, its last row, is never written: model/compact_vocab.py)
+        logits = logits[:, -1, :getattr(model, "generation_vocab_size", None)]
         idx_next = torch.argmax(logits, dim=-1, keepdim=True)  # (b, 1)
         idx = torch.cat((idx, idx_next), dim=1)
     return idx

@@ -50,7 +50,9 @@ class Completion:
 def sampling_vocab_size(model, tokenizer) -> int:
     """The ids a sampled token can take: the tokenizer's, where the model's embedding has more
     rows (padded to a round number); the log-probabilities of GRPO use the same ids."""
-    return min(model.cfg.vocab_size, getattr(tokenizer, "vocab_size", model.cfg.vocab_size))
+    limits = [model.cfg.vocab_size, getattr(tokenizer, "vocab_size", model.cfg.vocab_size),
+              getattr(model, "generation_vocab_size", None)]   # (a compact vocabulary: not its reserved id)
+    return min(n for n in limits if n is not None)
 
 
 def batch_seed(seed: int, batch_index: int) -> int:

@@ -255,7 +255,9 @@ def accept_tokens(decoding: BatchedDecoding, vocab_size: int | None = None) -> l
     rows: list[DecodingRow] = list(decoding.requests)
     if not rows:
         return []
-    logits = decoding.logits if vocab_size is None else decoding.logits[:, :vocab_size]
+    # A compact vocabulary's reserved id is never written (model/compact_vocab.py): it is the last row.
+    limits = [n for n in (vocab_size, getattr(decoding.model, "generation_vocab_size", None)) if n is not None]
+    logits = decoding.logits[:, :min(limits)] if limits else decoding.logits
     tokens = pick_tokens(logits, [r.params for r in rows], [r.generator for r in rows])
     if any(r.logprobs is not None for r in rows):
         picked = torch.tensor(tokens, device=logits.device)[:, None]                    # (b, 1)

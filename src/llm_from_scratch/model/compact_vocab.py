@@ -15,13 +15,10 @@ One gather does both, because `to_compact` already sends every unseen id to the 
 
 This applies to the token embedding (an unseen id in a prompt reads as the reserved id, as in
 our model) and to the output head, whose rows make the logits: every unseen id gets the
-reserved id's logit. In pretraining the reserved id is never a target, so training pushes that
-logit down and the greedy next-token choices are the compact model's, written in full ids (where
-the reserved id would win, the full model picks an unseen id, whose embedding is the reserved
-row again). The distributions are not the same: together the unseen ids get as many times the
-reserved id's probability as there are of them (docs/10-pretraining.md says what that changes).
-Instruction tuning never makes the reserved id a target (data/instructions.py), so the same
-holds after it. A head bias (our families have none)
+reserved id's logit. Our softmax adds log(number of unseen ids) to the reserved id's logit
+(`attach_vocabulary`), so the reserved id's probability is that of all unseen ids together and
+the two models are the same distribution (tested to 1e-10 in float64). Instruction tuning never
+makes the reserved id a target (data/instructions.py). A head bias (our families have none)
 would be gathered the same way. Everything else (blocks, norms, positions) is copied.
 
 A tied model stays tied: the head *is* the embedding, so it is gathered once. The full model
@@ -58,6 +55,21 @@ def is_compact(tokenizer: Any) -> bool:
 def full_vocabulary_rows(tokenizer: CompactTokenizer, device: torch.device | str = "cpu") -> torch.Tensor:
     """(full_vocab_size,) int64: the compact row that every full id takes (unseen -> `unknown_id`)."""
     return torch.as_tensor(tokenizer.to_compact, dtype=torch.long, device=device)
+
+
+def attach_vocabulary(model: nn.Module, tokenizer: Any) -> nn.Module:
+    """Make a model trained with a compact tokenizer the full-vocabulary distribution it stands
+    for: its reserved id's logit gets + log(number of unseen ids) (`CompactTokenizer.logit_offset`),
+    so its probability is that of all unseen ids together, exactly as in the model an export
+    writes; and decoding never writes the reserved id (`generation_vocab_size`): it stands for
+    *some* token the corpus never had, not one that could be written. A model with a full
+    tokenizer is left alone. Everything that builds a model for a tokenizer calls this
+    (pretraining, `loading.load_model`)."""
+    target = unwrap_model(model)
+    if is_compact(tokenizer) and hasattr(target, "set_logit_offset"):
+        target.set_logit_offset(torch.from_numpy(tokenizer.logit_offset(target.cfg.vocab_size)))
+        target.generation_vocab_size = tokenizer.unknown_id
+    return model
 
 
 def expand_to_full_vocabulary(model: nn.Module, tokenizer: CompactTokenizer) -> tuple[nn.Module, Any]:

@@ -207,15 +207,33 @@ class DecoderLM(nn.Module):
             if not isinstance(self.out_head, nn.Linear):
                 raise ValueError("this model is quantized for inference (llm_from_scratch.quantize): train "
                                  "the float model, and quantize it when loading it for generation")
-            return linear_cross_entropy(x, self.out_head.weight, targets, softcap=self.arch.logit_softcap)
+            return linear_cross_entropy(x, self.out_head.weight, targets, softcap=self.arch.logit_softcap,
+                                        bias=self.logit_offset)
         if only_last:
             x = x[:, -1:, :]  # the head is the most expensive matmul: skip positions we don't need
         return self.logits(x)  # (b, T, vocab_size)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The output head on final hidden states (b, T, emb_dim) -> (b, T, vocab_size); with
-        `logit_softcap`, squashed smoothly into (-cap, cap): no logit can run away in training."""
-        return soft_cap(self.out_head(x), self.arch.logit_softcap)
+        `logit_softcap`, squashed smoothly into (-cap, cap): no logit can run away in training;
+        plus `logit_offset` when the model has one (a compact vocabulary: model/compact_vocab.py)."""
+        logits = soft_cap(self.out_head(x), self.arch.logit_softcap)
+        if self.logit_offset is not None:
+            logits = logits + self.logit_offset.to(device=logits.device, dtype=logits.dtype)
+        return logits
+
+    #: (vocab,) float32 added to the logits, or None. A plain attribute, not a buffer: not saved
+    #: with the weights, and not rounded by .to(torch.bfloat16) (see set_logit_offset).
+    logit_offset: torch.Tensor | None = None
+
+    #: Decoding samples only ids below this (None: all): a compact vocabulary's reserved id stands
+    #: for any unseen token and is never written (set by compact_vocab.attach_vocabulary).
+    generation_vocab_size: int | None = None
+
+    def set_logit_offset(self, offset: torch.Tensor | None) -> None:
+        """A constant added to every logit row (vocab,), not trained and not saved with the weights:
+        it is derived from the tokenizer (`compact_vocab.attach_vocabulary`). None removes it."""
+        self.logit_offset = None if offset is None else torch.as_tensor(offset, dtype=torch.float32)
 
     def hidden_states(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Everything but the output head: (b, T) token ids -> (b, T, emb_dim) after the final norm.

@@ -51,7 +51,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Forward pass computes the loss *and* the gradients; backward pass scales them."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk, ignore_index, softcap=None):
+    def forward(ctx, hidden, weight, targets, chunk, ignore_index, softcap=None, bias=None):
         # hidden: (N, emb_dim), weight: (vocab, emb_dim), targets: (N,)
         n = hidden.shape[0]
         compute = _compute_dtype(hidden)
@@ -74,6 +74,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if softcap is not None:
                     squashed = torch.tanh(logits / softcap)          # (c, vocab)
                     logits = squashed * softcap
+                if bias is not None:                                 # a constant per vocabulary row
+                    logits = logits + bias.to(device=logits.device, dtype=acc)
                 lse = torch.logsumexp(logits, dim=-1)                # (c,)
                 token_loss = lse - logits.gather(1, safe_t[:, None]).squeeze(1)
                 total += token_loss.masked_fill(~ok, 0.0).sum()
@@ -98,19 +100,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
         if not torch.compiler.is_compiling() and grad_loss.numel() == 1 and grad_loss.item() == 1.0:
-            return grad_hidden, grad_weight, None, None, None, None  # plain loss.backward(): skip 2 passes
+            return grad_hidden, grad_weight, None, None, None, None, None  # plain loss.backward(): skip 2 passes
         if grad_hidden is not None:
             grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
         if grad_weight is not None:
             grad_weight = grad_weight * grad_loss.to(grad_weight.dtype)
-        return grad_hidden, grad_weight, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                          chunk: int = DEFAULT_CHUNK, ignore_index: int = IGNORE_INDEX,
-                         softcap: float | None = None) -> torch.Tensor:
+                         softcap: float | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
     """mean cross_entropy(hidden @ weight.T, targets) over targets != ignore_index; with
-    `softcap`, of softcap * tanh(hidden @ weight.T / softcap).
+    `softcap`, of softcap * tanh(hidden @ weight.T / softcap). `bias` (vocab,): a constant added
+    to the (capped) logits, a compact vocabulary's offset of its reserved id (model/compact_vocab.py).
 
     hidden: (..., emb_dim) final hidden states; weight: (vocab, emb_dim) the output head's
     weight; targets: (...) token ids. Returns a scalar. Gradients flow to hidden and weight.
@@ -122,13 +125,15 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     hidden, targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, ignore_index, softcap)
+        return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, ignore_index, softcap, bias)
     # No gradient wanted (evaluation): the same chunked loss, without the gradient work.
     acc = torch.promote_types(_compute_dtype(hidden), torch.float32)
     total = torch.zeros((), dtype=acc, device=hidden.device)
     valid = targets != ignore_index
     for start in range(0, hidden.shape[0], chunk):
         logits = soft_cap((hidden[start:start + chunk] @ weight.t()).to(acc), softcap)
+        if bias is not None:
+            logits = logits + bias.to(device=logits.device, dtype=acc)
         t, ok = targets[start:start + chunk], valid[start:start + chunk]
         token_loss = torch.logsumexp(logits, -1) - logits.gather(1, t.masked_fill(~ok, 0)[:, None]).squeeze(1)
         total += token_loss.masked_fill(~ok, 0.0).sum()

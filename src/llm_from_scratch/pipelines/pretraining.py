@@ -132,6 +132,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
 
     from llm_from_scratch.data.corpora import corpus_files
     from llm_from_scratch.data.shards import TokenWindowDataset, check_shard_tokenizer, prepare_shards
+    from llm_from_scratch.model.compact_vocab import attach_vocabulary
     from llm_from_scratch.model.registry import model_from_config
     from llm_from_scratch.tokenizers.compact import choose_vocabulary
     from llm_from_scratch.training import GPTTrainer, load_checkpoint
@@ -206,7 +207,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     val_loader = DataLoader(val_set, batch_size=c.batch_size, shuffle=False)
 
     torch.manual_seed(c.seed)  # the same initial weights for the same seed
-    model = model_from_config(cfg)
+    model = attach_vocabulary(model_from_config(cfg), model_tokenizer)   # (compact: the reserved id)
     if dist_info.is_main and checkpoint is None:
         _archive_previous_run(out_dir)
     barrier()

@@ -20,10 +20,10 @@ What happens to text outside the corpus: a prompt with a token the corpus never 
 the reserved id, one per such token. The model has never seen it (its embedding row keeps its
 initial values), so it reads the prompt with that token blanked out; it never generates the
 reserved id in practice (it was never a target, so training pushes its logit down), and
-`decode` writes nothing for it. Export to another tool (`export/`) writes the full vocabulary
-again: every unseen id gets the reserved id's embedding and output row, hence the reserved id's
-logit, so the greedy choice is ours; together the unseen ids then get as many times the reserved
-id's probability as there are of them (docs/10 says what that changes).
+`decode` writes nothing for it, and decoding never picks it. Export to another tool (`export/`)
+writes the full vocabulary again: every unseen id gets the reserved id's embedding and output
+row, hence the reserved id's logit; our softmax adds log(number of unseen ids) to that logit
+(`logit_offset`), so both are the same distribution.
 
 Losses stay comparable with a full-vocabulary model: on text made of kept ids, the compact
 model's softmax is a distribution over the full vocabulary that gives the unseen ids (together)
@@ -139,6 +139,17 @@ class CompactTokenizer(Tokenizer):
 
     def __reduce__(self):
         return (type(self).from_config, (self.to_config(),))
+
+    def logit_offset(self, rows: int | None = None) -> np.ndarray:
+        """(rows,) float32: log(number of unseen ids) at the reserved id, 0 elsewhere. Added to the
+        model's logits, it makes the reserved id's probability that of *all* unseen ids together,
+        each of which has the reserved id's own logit: exactly the distribution of the
+        full-vocabulary model an export writes (model/compact_vocab.py)."""
+        offset = np.zeros(rows or self.vocab_size, dtype=np.float32)
+        unseen = self.full_vocab_size - len(self.kept_ids)
+        if unseen > 1:
+            offset[self.unknown_id] = np.log(unseen)
+        return offset
 
     def describe(self) -> str:
         """"vocabulary: 1,095 of 100,277 ids (compact)" - for the first lines of a run."""
