@@ -269,10 +269,9 @@ def test_instruction_tuning_does_not_learn_to_say_the_reserved_id():
     assert not (targets == compact.unknown_id).any()               # but never trained as a target
 
 
-def test_with_its_offset_the_compact_model_is_the_exported_distribution():
-    """The reserved id's logit + log(number of unseen ids): its probability is exactly that of all
-    unseen ids together in the full-vocabulary model an export writes (float64, 1e-10), the kept
-    ids' probabilities are equal, and the fused loss carries the offset too (fp32, 1e-5)."""
+def _compact_and_exported(dtype):
+    """(GPT-2 tokenizer, a compact one over a short text, a tiny GPT with it (offset attached), the
+    full-vocabulary model an export of it holds)."""
     from llm_from_scratch.model import GPTConfig, GPTModel
     from llm_from_scratch.model.compact_vocab import attach_vocabulary, expand_to_full_vocabulary
 
@@ -280,9 +279,16 @@ def test_with_its_offset_the_compact_model_is_the_exported_distribution():
     compact = CompactTokenizer(base, base.encode("the cat sat on the mat and the dog ran"))
     torch.manual_seed(0)
     model = GPTModel(GPTConfig(vocab_size=compact.vocab_size, context_length=16, emb_dim=16, n_heads=2,
-                               n_layers=1, drop_rate=0.0)).double()
+                               n_layers=1, drop_rate=0.0)).to(dtype).eval()
     attach_vocabulary(model, compact)
-    full, _ = expand_to_full_vocabulary(model, compact)
+    return base, compact, model, expand_to_full_vocabulary(model, compact)[0]
+
+
+def test_with_its_offset_the_compact_model_is_the_exported_distribution():
+    """The reserved id's logit + log(number of unseen ids): its probability is exactly that of all
+    unseen ids together in the full-vocabulary model an export writes (float64, 1e-10), the kept
+    ids' probabilities are equal, and the fused loss carries the offset too (fp32, 1e-5)."""
+    base, compact, model, full = _compact_and_exported(torch.float64)
     assert full.logit_offset is None and full.generation_vocab_size is None   # the export holds every id
     text = "the cat sat on the mat"
     ours = torch.softmax(model(torch.tensor([compact.encode(text)])), -1)[0]
@@ -328,16 +334,8 @@ def test_perplexity_on_text_the_corpus_never_had_equals_the_exported_model_s():
     """A target the corpus never had is one particular unseen token: the compact model's loss there
     is the exported full model's (fp32, 1e-5 relative), not the (smaller) loss of "any unseen"."""
     from llm_from_scratch.evaluation.perplexity import sequence_nll
-    from llm_from_scratch.model import GPTConfig, GPTModel
-    from llm_from_scratch.model.compact_vocab import attach_vocabulary, expand_to_full_vocabulary
 
-    base = get_tokenizer("gpt2")
-    compact = CompactTokenizer(base, base.encode("the cat sat on the mat and the dog ran"))
-    torch.manual_seed(0)
-    model = GPTModel(GPTConfig(vocab_size=compact.vocab_size, context_length=16, emb_dim=16, n_heads=2,
-                               n_layers=1, drop_rate=0.0)).eval()
-    attach_vocabulary(model, compact)
-    full, _ = expand_to_full_vocabulary(model, compact)
+    base, compact, model, full = _compact_and_exported(torch.float32)
     text = "the zebra sat on the quantum mat"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
