@@ -158,9 +158,6 @@ class PolicyMethod(TrainingMethod):
 
     score = None                         # model -> {family: greedy pass@1}, or None (set by run_policy)
 
-    def bind(self, trainer) -> None:
-        trainer.model.eval()
-
     def evaluate(self, trainer, final: bool) -> dict:
         return self.score(trainer.model) if self.score is not None else {}
 

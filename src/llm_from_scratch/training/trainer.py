@@ -468,7 +468,7 @@ class GPTTrainer:
             from torch.utils.tensorboard import SummaryWriter  # the `tensorboard` package is a dependency
             self._tensorboard = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
         for name, value in values.items():
-            if isinstance(value, (int, float)) and value is not None and math.isfinite(value):
+            if isinstance(value, (int, float)) and math.isfinite(value):
                 self._tensorboard.add_scalar(name, value, global_step=self.state.step)
 
     def _progress_bar(self):
