@@ -105,11 +105,14 @@ def load_from_args(args, device) -> "LoadedModel":  # noqa: F821
                             tokenizer_name=getattr(args, "tokenizer", None), model_type=getattr(args, "model_type", None))
     except ValueError as exc:  # a mismatch, an unsupported combination, or a file that is no checkpoint of ours
         raise CommandError(str(exc)) from exc
-    if getattr(args, "compile", False):
-        import sys
+    import sys
 
+    if getattr(args, "compile", False):
         from llm_from_scratch.generation.compiled import compile_decoding
         print(compile_decoding(loaded.model), file=sys.stderr)
+    elif inference and hasattr(loaded.model, "arch"):  # which decode step runs here, and if not native, why
+        from llm_from_scratch.model.native_decode import decode_path_of
+        print(decode_path_of(loaded.model), file=sys.stderr)
     return loaded
 
 

@@ -32,6 +32,7 @@ from llm_from_scratch.model.fused_attention import CausalSelfAttention
 from llm_from_scratch.model.kv_cache import KVCache
 from llm_from_scratch.model.layers import FeedForward, LayerNorm, RMSNorm, SwiGLUFeedForward
 from llm_from_scratch.model.linear_cross_entropy import linear_cross_entropy, soft_cap
+from llm_from_scratch.model.native_decode import native_decoder_for
 from llm_from_scratch.model.rope import RotaryEmbedding
 
 
@@ -170,6 +171,11 @@ class DecoderLM(nn.Module):
         if self.arch.tie_weights and isinstance(self.tok_emb, nn.Embedding):  # (quantized: already shared)
             self.out_head.weight = self.tok_emb.weight
 
+    def _apply(self, fn, recurse=True):
+        # .to(...), .float(), .cuda(): the native step's pointers would be stale; the next cache rebuilds it
+        self.__dict__.pop("native_decoder", None)
+        return super()._apply(fn, recurse)
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Parameters counted once (a tied embedding/head matrix counts once)."""
         params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
@@ -187,6 +193,8 @@ class DecoderLM(nn.Module):
         fixed = self.__dict__.get("compiled_layers") is not None
         if fixed:
             max_len = min(arch.context_length, 1 << max(max_len - 1, 1).bit_length())
+        if not fixed:  # the native one-token step, described for the model as it is now (or None)
+            self.__dict__["native_decoder"] = native_decoder_for(self)
         return KVCache(arch.n_layers, batch_size, arch.n_kv_heads, arch.head_dim, max_len,
                        dtype=weight.dtype, device=weight.device, fixed_width=fixed)
 
@@ -256,8 +264,12 @@ class DecoderLM(nn.Module):
             positions = kv_cache.step_positions      # (T,), or (b, T) for left-padded rows
         run = self.layers
         compiled = self.__dict__.get("compiled_layers")
+        native_step = self.__dict__.get("native_decoder")
         if compiled is not None and seq_len == 1 and kv_cache is not None and kv_cache.fixed_width:
             run = compiled
+        elif native_step is not None and seq_len == 1 and kv_cache is not None and not kv_cache.fixed_width \
+                and native_step.applies(self, kv_cache):
+            run = native_step.layers  # all blocks in one C call (model/native_decode.py)
         x = run(in_idx, positions, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(seq_len)

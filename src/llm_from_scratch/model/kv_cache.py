@@ -24,7 +24,8 @@ The cache owns its state: only the methods below change `keys`, `values`, `lengt
 
 * the model's side: `prepare` once per forward pass (the new tokens' `step_positions`, the
   attention's `step_mask`, and where they go), `update` once per layer (store new keys/values),
-  then `advance`;
+  then `advance`; or, for the native one-token step, `kernel_storage` (the kernel stores the
+  new column of every layer itself) then `advance`;
 * the decoding loop's side: `set_left_padding` (before a prefill), `reset` (start over),
   `keep_rows` (finished rows leave), `slide` (forget the oldest columns), and `merge`
   (rows of several caches in one new batch: how a request joins a running batch).
@@ -175,6 +176,17 @@ class KVCache:
         self._keys[layer, :, :, start:end] = new_keys
         self._values[layer, :, :, start:end] = new_values
         return self._keys[layer, :, :, :end], self._values[layer, :, :, :end]
+
+    def kernel_storage(self) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
+        """(keys, values, length, left_padding) for a kernel that stores one new column itself
+        (the native decode step, `model/native_decode.py`): it writes column `length` of every
+        layer and reads columns up to it; `advance` then follows as after `update`. The storage
+        is contiguous (n_layers, batch, heads, max_len, head_dim)."""
+        if self.fixed_width:
+            raise ValueError("a fixed-width cache belongs to the compiled step")
+        if self._length >= self.max_len:
+            raise ValueError(f"KV cache is full: it holds {self.max_len} positions")
+        return self._keys.contiguous(), self._values.contiguous(), self._length, self._left_padding
 
     def advance(self, num_tokens: int) -> None:
         """Called once per forward pass, after every layer has stored its keys/values."""

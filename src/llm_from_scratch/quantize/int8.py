@@ -18,7 +18,13 @@ the scale is constant along a row, it factors out of the dot product::
 
     y[r] = sum_j x[j] * q[r, j] * scale[r] = scale[r] * (x . q[r, :])
 
-**The kernel.** PyTorch ships a CPU kernel for the product with int8 values,
+**The kernels.** With fp32 activations on a CPU that has a C compiler, the native kernels
+(`kernels/decode_cpu.c`) multiply: the int8 rows are read once, widened to fp32 in registers and
+multiplied with the fp32 input (a few rows: decoding), or converted to an fp32 matrix once for a
+BLAS product (many rows: a prompt); each output is then times its exact fp32 ``scale[r]``.
+Otherwise (bf16 activations, or no native kernels) PyTorch's kernel runs, as follows.
+
+PyTorch ships a CPU kernel for the product with int8 values,
 ``torch.ops.aten._weight_int8pack_mm(x, q, scales)``. It is fast only with a bf16 input (and
 then wants its scales in bf16 too): measured on a 2-core AMD EPYC (AVX2), a 576 x 1536 matrix
 takes 0.03-0.09 ms with a bf16 input and 0.6-1.0 ms with an fp16 or fp32 one. So the layers hand
@@ -52,6 +58,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from llm_from_scratch.kernels import native
 
 #: The dtype the int8 and int4 kernels take their inputs (and scales) in on a CPU (see above).
 KERNEL_INPUT_DTYPE = torch.bfloat16
@@ -144,9 +152,17 @@ class Int8Linear(nn.Module):
         """The (out, in) matrix this layer multiplies by (without the padding columns)."""
         return dequantize_per_channel(self.q[:, :self.in_features], self.scale, dtype)
 
+    def kernel_matrix(self, with_bias: bool = False) -> native.Linear:
+        """This layer's weights as the native kernels' `Linear` (pointers into `q` and `scale`)."""
+        return native.cached_linear(self, native.FORMAT_INT8, self.q, self.q.shape[1], self.in_features,
+                                    scale=self.scale, bias=self.bias if with_bias else None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = as_rows(self, x)                                                 # (N, in)
-        if int8_kernel_available(flat.device):
+        lib = native.library() if flat.device.type == "cpu" else None
+        if lib is not None and flat.dtype == torch.float32 and not (torch.is_grad_enabled() and flat.requires_grad):
+            out = native.matmul(lib, self.kernel_matrix(), flat)                # fp32 throughout, exact scales
+        elif int8_kernel_available(flat.device):
             flat = flat.to(KERNEL_INPUT_DTYPE)
             if self.q.shape[1] != self.in_features:                             # zero columns, as in q
                 flat = F.pad(flat, (0, self.q.shape[1] - self.in_features))

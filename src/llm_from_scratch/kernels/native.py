@@ -1,0 +1,233 @@
+"""Build and load the native CPU decode kernels (`decode_cpu.c`), or say why they are not there.
+
+Why C at all: a batch-1 decoding step is a chain of matrix-vector products, bounded by how fast
+the weights come out of memory. Written with PyTorch operations, a 30-layer model spends more
+time dispatching its ~1,000 small operations per token than reading its weights, and PyTorch's
+int8/int4 CPU kernels are tuned for matrices, not for one row (docs/20-quantization.md has the
+profile). The C file does one token through all layers in one call, with matrix-vector loops
+that stream int8, int4 (Q4_1 blocks) or fp32 rows at memory speed.
+
+How it is built: on first use, with the machine's own C compiler (``cc``, or ``$CC``), for the
+machine's own instruction set (``-march=native``: AVX2 + FMA where the CPU has them; a portable
+loop otherwise), with OpenMP. The library lands in the cache
+(``~/.cache/llm-from-scratch/kernels/<hash>/``), keyed by the source, the flags and the CPU,
+written atomically, so a second process just loads it. It is loaded with `ctypes`: no PyTorch
+headers, no ninja, a build of about a second.
+
+When it cannot be built or loaded (no compiler; Windows or macOS; ``LLMFS_NATIVE=0``), `library()`
+returns None and `status()` says why: the model then runs its PyTorch path, which computes the
+same thing (the tests hold the two to each other).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch  # loaded first: the kernels then share PyTorch's OpenMP runtime
+import torch.nn.functional as F
+
+from llm_from_scratch.assets import cache_dir
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("decode_cpu.c")
+ABI_VERSION = 2
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c11"]
+DISABLE_ENV = "LLMFS_NATIVE"
+
+_library: ctypes.CDLL | None = None
+_status: str | None = None
+
+
+def _cpu_key() -> str:
+    """What the compiled code depends on besides the source: the CPU's model and flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def _build(compiler: str, flags: list[str]) -> Path:
+    """Compile decode_cpu.c into the cache (once per source, flags and CPU); the library's path."""
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([compiler, *flags]).encode() + _cpu_key().encode()).hexdigest()[:16]
+    target = cache_dir("kernels", key) / "decode_cpu.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        partial = Path(tmp) / "decode_cpu.so"
+        result = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(partial), "-lm"],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-500:]}")
+        os.replace(partial, target)  # atomic: another process sees no half-written file
+    log.info("built the native CPU decode kernels: %s", target)
+    return target
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i32, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+    lib.llmfs_abi_version.restype = i32
+    lib.llmfs_instruction_set.restype = ctypes.c_char_p
+    lib.llmfs_max_threads.restype = i32
+    lib.llmfs_linear.argtypes = [p, p, i32, p, p]
+    lib.llmfs_linear.restype = None
+    lib.llmfs_linear_work_floats.argtypes = [i32, i32]
+    lib.llmfs_linear_work_floats.restype = i64
+    lib.llmfs_dequantize.argtypes = [p, p]
+    lib.llmfs_dequantize.restype = None
+    lib.llmfs_decode_work_floats.argtypes = [p, i32, i32]
+    lib.llmfs_decode_work_floats.restype = i64
+    lib.llmfs_decode_step.argtypes = [p, p, i32, p, p, p, i32, i32, p, p, i64]
+    lib.llmfs_decode_step.restype = i32
+
+
+def load(compiler: str, march: str = "native") -> ctypes.CDLL:
+    """Build (or find in the cache) and load the kernels for `-march=<march>`: "native" is what
+    `library()` uses; "x86-64" (no AVX2) gives the portable loops, which tests compare."""
+    flags = [flag if not flag.startswith("-march=") else f"-march={march}" for flag in FLAGS]
+    lib = ctypes.CDLL(str(_build(compiler, flags)))
+    _declare(lib)
+    if lib.llmfs_abi_version() != ABI_VERSION:
+        raise RuntimeError(f"ABI version {lib.llmfs_abi_version()} != {ABI_VERSION}")
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, built on first call; None when they are not available (see `status`)."""
+    global _library, _status
+    if _status is not None:
+        return _library
+    if os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        _status = f"native kernels off ({DISABLE_ENV}=0): PyTorch operations"
+        return None
+    if sys.platform != "linux":
+        _status = f"native kernels are built for Linux only (this is {sys.platform}): PyTorch operations"
+        return None
+    cc = compiler()
+    if cc is None:
+        _status = "no C compiler found (install gcc, or set CC): PyTorch operations"
+        return None
+    try:
+        lib = load(cc)
+    except (OSError, RuntimeError, AttributeError) as exc:
+        _status = f"native kernels unavailable ({exc}): PyTorch operations"
+        log.warning("%s", _status)
+        return None
+    _library = lib
+    _status = (f"native C kernels ({lib.llmfs_instruction_set().decode()}, "
+               f"{lib.llmfs_max_threads()} OpenMP threads)")
+    return lib
+
+
+def status() -> str:
+    """One line for the log: which path decodes, and why."""
+    library()
+    return _status or ""
+
+
+def reset_for_tests() -> None:
+    """Forget the loaded state (tests switch LLMFS_NATIVE on and off)."""
+    global _library, _status
+    _library, _status = None, None
+
+
+# ---- the C structures (decode_cpu.c), field for field ---------------------------------------
+
+FORMAT_F32, FORMAT_INT8, FORMAT_Q4_1 = 0, 1, 2
+NORM_LAYER, NORM_RMS = 0, 1
+MLP_CODES = {"gelu": 0, "relu2": 1, "swiglu": 2}
+
+
+class Linear(ctypes.Structure):
+    """One weight matrix for the kernels: its format, shape, row stride and data pointers."""
+    _fields_ = [("format", ctypes.c_int32), ("rows", ctypes.c_int32), ("cols", ctypes.c_int32),
+                ("stride", ctypes.c_int32), ("weight", ctypes.c_void_p), ("scale", ctypes.c_void_p),
+                ("bias", ctypes.c_void_p)]
+
+
+class Norm(ctypes.Structure):
+    _fields_ = [("weight", ctypes.c_void_p), ("bias", ctypes.c_void_p)]
+
+
+class Layer(ctypes.Structure):
+    _fields_ = [("norm1", Norm), ("norm2", Norm), ("q_norm", Norm), ("k_norm", Norm),
+                ("qkv", Linear), ("out", Linear), ("up", Linear), ("gate", Linear), ("down", Linear)]
+
+
+class Model(ctypes.Structure):
+    _fields_ = [("n_layers", ctypes.c_int32), ("emb_dim", ctypes.c_int32), ("n_heads", ctypes.c_int32),
+                ("n_kv_heads", ctypes.c_int32), ("head_dim", ctypes.c_int32), ("hidden_dim", ctypes.c_int32),
+                ("norm_kind", ctypes.c_int32), ("mlp_kind", ctypes.c_int32), ("rope", ctypes.c_int32),
+                ("sliding_window", ctypes.c_int32), ("norm_eps", ctypes.c_float), ("layers", ctypes.POINTER(Layer)),
+                ("final_norm", Norm), ("rope_cos", ctypes.c_void_p), ("rope_sin", ctypes.c_void_p)]
+
+
+def pointer(tensor: torch.Tensor | None) -> int | None:
+    """The address of a tensor's first element (None for None)."""
+    return None if tensor is None else tensor.data_ptr()
+
+
+def linear(format: int, weight: torch.Tensor, stride: int, cols: int, scale: torch.Tensor | None = None,
+           bias: torch.Tensor | None = None) -> Linear:
+    """The C description of a weight matrix (the tensors must stay alive while it is used)."""
+    return Linear(format, weight.shape[0], cols, stride, pointer(weight), pointer(scale), pointer(bias))
+
+
+def cached_linear(owner, format: int, weight: torch.Tensor, stride: int, cols: int,
+                  scale: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> Linear:
+    """`linear(...)`, kept on `owner` (a quantized layer) until one of its tensors is replaced."""
+    key = (pointer(weight), pointer(scale), pointer(bias))
+    cached = owner.__dict__.get("_kernel_matrices", {})
+    if key not in cached:
+        cached = {key: linear(format, weight, stride, cols, scale, bias)}  # old pointers: dropped
+        owner.__dict__["_kernel_matrices"] = cached
+    return cached[key]
+
+
+def run_linear(lib: ctypes.CDLL, layer: Linear, x: torch.Tensor) -> torch.Tensor:
+    """y (N, rows) = x (N, cols) W^T + bias with the kernels (x: contiguous fp32 on the CPU)."""
+    y = torch.empty(x.shape[0], layer.rows, dtype=torch.float32)
+    scratch = torch.empty(lib.llmfs_linear_work_floats(x.shape[0], layer.cols), dtype=torch.float32)
+    lib.llmfs_linear(ctypes.byref(layer), x.data_ptr(), x.shape[0], y.data_ptr(), scratch.data_ptr())
+    return y
+
+
+#: Up to this many activation rows the kernels' matrix-vector loop runs (decoding); with more (a
+#: prompt), the matrix is converted to float once and multiplied by BLAS, which is compute-bound.
+MATVEC_MAX_ROWS = 16
+
+
+def matmul(lib: ctypes.CDLL, layer: Linear, x: torch.Tensor) -> torch.Tensor:
+    """x (N, cols) @ W^T (+ the Linear's bias, if it has one): (N, rows), fp32 (or x's dtype for a
+    many-row bf16 input, multiplied in bf16 as the rest of such a model is)."""
+    if x.shape[0] <= MATVEC_MAX_ROWS:
+        return run_linear(lib, layer, x.float().contiguous())
+    weight = dequantize(lib, layer).to(x.dtype)
+    bias = torch.from_numpy(np.ctypeslib.as_array(ctypes.cast(layer.bias, ctypes.POINTER(ctypes.c_float)),
+                                                  (layer.rows,))) if layer.bias else None
+    return F.linear(x, weight, None if bias is None else bias.to(x.dtype))
+
+
+def dequantize(lib: ctypes.CDLL, layer: Linear) -> torch.Tensor:
+    """The (rows, cols) fp32 matrix a kernel Linear stands for."""
+    out = torch.empty(layer.rows, layer.cols, dtype=torch.float32)
+    lib.llmfs_dequantize(ctypes.byref(layer), out.data_ptr())
+    return out

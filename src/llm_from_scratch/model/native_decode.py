@@ -1,0 +1,162 @@
+"""The native decode step: one new token per row through all of a DecoderLM's blocks in one C call.
+
+`DecoderLM.hidden_states` runs a one-token step through `NativeDecoder.layers` instead of
+`DecoderLM.layers` when this module can describe the model to the kernels (`kernels/native.py`,
+`kernels/decode_cpu.c`); everything else (prefills, training, other devices and dtypes, LoRA
+layers, dropout in train mode, a compiled step) keeps the PyTorch path. Both compute the same
+function in fp32 (tests/test_native_decode.py holds them to each other for GPT-2, Llama and
+Qwen3 configurations, with and without quantized weights, padding and sliding windows).
+
+What the kernels get: pointers into the model's own tensors (no copy of any weight), gathered
+into C structures once per KV cache (`DecoderLM.new_kv_cache` builds a `NativeDecoder`, or
+records why it cannot). The embedding lookup stays in PyTorch (one operation, and for GPT-2 the
+position embedding); the C step then runs every block and the final norm, and writes each
+layer's new key and value into the cache's storage itself (`KVCache.kernel_storage`). The
+output head stays a PyTorch module call, which for int8/int4 heads is itself a native
+matrix-vector product.
+
+Why the structures are rebuilt per cache rather than once per model: a model changes between
+generations (LoRA layers added or merged, `.to(...)`, weights loaded with `assign=True`), and
+C code must never read a pointer into a freed tensor. Rebuilding costs well under a
+millisecond; a cache lives for one generation (or one server batch).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+
+import torch
+import torch.nn as nn
+
+from llm_from_scratch.kernels import native
+from llm_from_scratch.model.layers import FeedForward, LayerNorm, RMSNorm, SwiGLUFeedForward
+
+log = logging.getLogger(__name__)
+
+_last_logged: dict[int, str] = {}
+
+
+def _linear(module: nn.Module, keep: list) -> native.Linear:
+    """The kernels' description of one projection (with its bias), or ValueError with the reason."""
+    bias = getattr(module, "bias", None)
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+        raise ValueError(f"a {type(module).__name__} has a {bias.dtype} bias")
+    if hasattr(module, "kernel_matrix"):                     # Int8Linear, Int4Linear
+        matrix = module.kernel_matrix(with_bias=True)
+    elif type(module) is nn.Linear:
+        weight = module.weight
+        if weight.dtype != torch.float32 or not weight.is_contiguous():
+            raise ValueError(f"a Linear weight is {weight.dtype}{'' if weight.is_contiguous() else ', not contiguous'}")
+        matrix = native.linear(native.FORMAT_F32, weight, weight.shape[1], weight.shape[1], bias=bias)
+    else:
+        raise ValueError(f"{type(module).__name__} layers (e.g. LoRA) run on the PyTorch path")
+    keep.append(module)
+    return matrix
+
+
+def _norm(module: nn.Module | None) -> native.Norm:
+    if module is None:
+        return native.Norm(None, None)
+    if isinstance(module, RMSNorm):
+        tensors = (module.weight, None)
+    elif isinstance(module, LayerNorm):
+        tensors = (module.scale, module.shift)
+    else:
+        raise ValueError(f"{type(module).__name__} norms run on the PyTorch path")
+    for t in tensors:
+        if t is not None and (t.dtype != torch.float32 or not t.is_contiguous()):
+            raise ValueError(f"a norm's parameters are {t.dtype}")
+    return native.Norm(*(native.pointer(t) for t in tensors))
+
+
+class NativeDecoder:
+    """A DecoderLM described to the native kernels; `layers(...)` is a drop-in for `model.layers`
+    on one-token steps with a KV cache."""
+
+    def __init__(self, model, lib):
+        arch = model.arch
+        norm_weight = next(model.final_norm.parameters())
+        if norm_weight.device.type != "cpu":
+            raise ValueError(f"the model is on {norm_weight.device.type}, the native step runs on the CPU")
+        if norm_weight.dtype != torch.float32:
+            raise ValueError(f"the native step runs fp32 activations, this model's are {norm_weight.dtype}")
+        if arch.positions == "rope":
+            if model.rope.cos.dtype != torch.float32 or model.rope.cos.device.type == "meta":
+                model.rope.rebuild()
+        self.lib, self.model, self.arch = lib, model, arch
+        keep: list = []
+        layers = (native.Layer * arch.n_layers)()
+        for i, block in enumerate(model.trf_blocks):
+            att, ff = block.att, block.ff
+            if isinstance(ff, SwiGLUFeedForward):
+                up, gate, down = ff.fc2, _linear(ff.fc1, keep), ff.fc3
+            elif isinstance(ff, FeedForward):
+                up, gate, down = ff.layers[0], native.Linear(), ff.layers[2]
+            else:
+                raise ValueError(f"{type(ff).__name__} feed-forwards run on the PyTorch path")
+            layers[i] = native.Layer(_norm(block.norm1), _norm(block.norm2), _norm(att.q_norm), _norm(att.k_norm),
+                                     _linear(att.qkv, keep), _linear(att.out_proj, keep), _linear(up, keep), gate,
+                                     _linear(down, keep))
+        self.structure = native.Model(
+            arch.n_layers, arch.emb_dim, arch.n_heads, arch.n_kv_heads, arch.head_dim, arch.hidden_dim,
+            native.NORM_RMS if arch.norm == "rmsnorm" else native.NORM_LAYER, native.MLP_CODES[arch.mlp],
+            int(arch.positions == "rope"), arch.sliding_window or 0, arch.norm_eps, layers,
+            _norm(model.final_norm),
+            native.pointer(model.rope.cos) if arch.positions == "rope" else None,
+            native.pointer(model.rope.sin) if arch.positions == "rope" else None)
+        self._keep = (keep, layers, model.rope if arch.positions == "rope" else None)
+        self._work: torch.Tensor | None = None
+        self.trainable = any(p.requires_grad for p in model.parameters())
+
+    def applies(self, model, kv_cache) -> bool:
+        """Whether this step may run now (checked every step: cheap)."""
+        return (not model.training and not (torch.is_grad_enabled() and self.trainable)
+                and kv_cache.keys.dtype == torch.float32)
+
+    def layers(self, in_idx: torch.Tensor, positions: torch.Tensor, kv_cache) -> torch.Tensor:
+        """(b, 1) token ids at `positions` -> (b, 1, emb_dim) final-normed hidden states, storing
+        each layer's key and value of the new token in `kv_cache` (its `advance` follows)."""
+        model, arch = self.model, self.arch
+        batch = in_idx.shape[0]
+        x = model.tok_emb(in_idx)                                       # (b, 1, emb_dim), a new tensor
+        if arch.positions == "learned":
+            x = x + model.pos_emb(positions)
+        x = x.reshape(batch, arch.emb_dim).float().contiguous()
+        row_positions = positions.reshape(-1).expand(batch) if positions.dim() == 1 else positions.reshape(batch)
+        row_positions = row_positions.to(torch.int64).contiguous()
+        keys, values, length, pad = kv_cache.kernel_storage()
+        needed = self.lib.llmfs_decode_work_floats(ctypes.byref(self.structure), batch, keys.shape[3])
+        if self._work is None or self._work.numel() < needed:
+            self._work = torch.empty(needed, dtype=torch.float32)
+        pad = None if pad is None else pad.to(torch.int64).contiguous()
+        status = self.lib.llmfs_decode_step(
+            ctypes.byref(self.structure), x.data_ptr(), batch, row_positions.data_ptr(), keys.data_ptr(),
+            values.data_ptr(), keys.shape[3], length, native.pointer(pad), self._work.data_ptr(), self._work.numel())
+        if status != 0:
+            raise RuntimeError(f"native decode step failed (status {status})")
+        return x.view(batch, 1, arch.emb_dim)
+
+
+def native_decoder_for(model) -> NativeDecoder | None:
+    """A NativeDecoder for `model` as it is now, or None (the reason goes to the log, once per
+    model and reason) when the one-token step must stay on the PyTorch path."""
+    lib = native.library()
+    try:
+        if lib is None:
+            raise ValueError(native.status())
+        decoder, reason = NativeDecoder(model, lib), None
+    except ValueError as exc:
+        decoder, reason = None, str(exc)
+    line = f"decode step: {native.status()}" if decoder else f"decode step: PyTorch operations ({reason})"
+    if _last_logged.get(id(model)) != line:
+        _last_logged[id(model)] = line
+        log.info("%s", line)
+    model.__dict__["decode_path"] = line
+    return decoder
+
+
+def decode_path_of(model) -> str:
+    """The one-line answer to "which path decodes this model here?" (what `llmfs generate` prints)."""
+    native_decoder_for(model)
+    return model.__dict__["decode_path"]
