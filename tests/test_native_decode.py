@@ -87,8 +87,11 @@ def test_native_step_handles_a_batch_of_one_and_a_cache_that_fills(monkeypatch):
 
 @pytest.mark.parametrize("rows", [1, 2, 5, 16, 17, 40])
 @pytest.mark.parametrize("fmt", ["fp32", "int8", "int8-odd-width", "int4", "int4-group64"])
-def test_kernel_matmul_matches_the_dequantized_matrix_in_float64(fmt, rows):
-    """Every matrix format, through the matrix-vector loop (<= 16 rows) and the BLAS path."""
+@pytest.mark.parametrize("bf16_cpu", [False, True])
+def test_kernel_matmul_matches_the_dequantized_matrix_in_float64(fmt, rows, bf16_cpu, monkeypatch):
+    """Every matrix format, through the matrix-vector loop (<= 16 rows) and the BLAS path (more
+    rows), which multiplies in bf16 on CPUs with bf16 instructions and in fp32 elsewhere."""
+    monkeypatch.setattr(native, "cpu_multiplies_bf16_natively", lambda: bf16_cpu)
     torch.manual_seed(2)
     cols = 40 if fmt == "int8-odd-width" else 128
     linear = nn.Linear(cols, 48)
@@ -109,6 +112,8 @@ def test_kernel_matmul_matches_the_dequantized_matrix_in_float64(fmt, rows):
         q, d, m = (t.double() for t in from_blocks(layer.blocks, cols))
         weight_mass = (q.reshape(48, -1, 32) * d[..., None]).abs().sum(-1)           # (48, blocks)
         tolerance += step @ weight_mass.T / 2
+    if bf16_cpu and rows > native.MATVEC_MAX_ROWS:                   # x, W and the product rounded to bf16
+        tolerance += (x.double().abs() @ weight.double().abs().T) * 2 ** -7 + expected.abs() * 2 ** -8
     assert torch.all((got.double() - expected).abs() <= tolerance)
     if layer is not None:  # the layer's own forward: the same numbers, any leading shape
         with torch.no_grad():
@@ -217,9 +222,39 @@ def test_the_portable_build_computes_what_the_pytorch_path_does(portable_library
     monkeypatch.setattr(native, "_library", portable_library)
     monkeypatch.setattr(native, "_status", "portable build (test)")
     portable = _decode(model, prompts, steps, True, monkeypatch)           # (undoes the patches at the end)
-    assert model.decode_path == "decode step: portable build (test)"
+    assert model.decode_path.startswith("decode step: portable build (test)")
     torch.testing.assert_close(portable, reference, rtol=0, atol=2e-4 * reference.abs().max().item())
     for layer in (Int8Linear.from_linear(nn.Linear(72, 24)), Int4Linear.from_linear(nn.Linear(96, 32))):
         x = torch.randn(3, layer.in_features)
         torch.testing.assert_close(native.matmul(portable_library, layer.kernel_matrix(), x),
                                    native.matmul(native.library(), layer.kernel_matrix(), x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bf16_cpu", [False, True])
+def test_a_many_row_product_converts_the_matrix_a_slice_at_a_time(bf16_cpu, monkeypatch):
+    """A big matrix (a vocabulary head) is never converted to float whole: 48 rows in slices of 5."""
+    monkeypatch.setattr(native, "cpu_multiplies_bf16_natively", lambda: bf16_cpu)
+    monkeypatch.setattr(native, "SLICE_ELEMENTS", 5 * 64)
+    torch.manual_seed(7)
+    layer = Int8Linear.from_linear(nn.Linear(64, 48))
+    x = torch.randn(30, 64)
+    with torch.no_grad():
+        expected = x @ layer.dequantized_weight().T + layer.bias
+        got = layer(x)
+    tolerance = 2e-2 if bf16_cpu else 1e-5
+    torch.testing.assert_close(got, expected, rtol=0, atol=tolerance)
+
+
+def test_the_parallel_loops_give_the_single_thread_result(monkeypatch):
+    """The suite runs on one thread (conftest); the kernels' loops must not depend on it."""
+    model = _model("qwen3-micro", "int4")
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    steps = [[9, 10], [11, 12], [13, 14]]
+    one = _decode(model, prompts, steps, True, monkeypatch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)                                       # more threads than rows of some loops
+    try:
+        three = _decode(model, prompts, steps, True, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(three, one, rtol=0, atol=1e-6 * one.abs().max().item())

@@ -28,7 +28,7 @@
 #define LLMFS_AVX2 0
 #endif
 
-#define LLMFS_ABI_VERSION 2
+#define LLMFS_ABI_VERSION 4
 /* With this many activation rows or more, a quantized row is converted to fp32 once and reused. */
 #define DEQUANTIZE_FROM_ROWS 4
 
@@ -71,13 +71,11 @@ int llmfs_abi_version(void) { return LLMFS_ABI_VERSION; }
 
 const char *llmfs_instruction_set(void) { return LLMFS_AVX2 ? "AVX2+FMA" : "portable C"; }
 
-int llmfs_max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
+/* How many threads the parallel loops use: PyTorch's setting, handed over by the caller
+ * (torch.set_num_threads may have been called in another thread than the one decoding). */
+static int threads = 1;
+
+void llmfs_set_threads(int n) { threads = n > 0 ? n : 1; }
 
 /* ---- scalar helpers ------------------------------------------------------------------------ */
 
@@ -235,11 +233,26 @@ static void dequantize_row(const Linear *L, int r, float *out) {
     }
 }
 
-/* The whole matrix as fp32 (rows, cols): for many activation rows at once (a prompt's
- * prefill), a float matrix product (BLAS) beats any matrix-vector loop. */
-void llmfs_dequantize(const Linear *L, float *out) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < L->rows; r++) dequantize_row(L, r, out + (size_t)r * L->cols);
+/* Rows first .. first + count - 1 of W as floats (count, cols): fp32, or bf16 (rounded to the
+ * nearest, ties to even) when `bf16` is set. For many activation rows at once (a prompt's
+ * prefill) a float matrix product (BLAS) beats any matrix-vector loop; the caller converts a
+ * large matrix a slice at a time into one reused buffer. */
+void llmfs_dequantize_rows(const Linear *L, int first, int count, void *out, int bf16) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int r = 0; r < count; r++) {
+        if (!bf16) {
+            dequantize_row(L, first + r, (float *)out + (size_t)r * L->cols);
+            continue;
+        }
+        float row[L->cols];
+        uint16_t *target = (uint16_t *)out + (size_t)r * L->cols;
+        dequantize_row(L, first + r, row);
+        for (int j = 0; j < L->cols; j++) {
+            uint32_t bits;
+            memcpy(&bits, &row[j], sizeof bits);
+            target[j] = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+        }
+    }
 }
 
 static float dot_row(const Linear *L, int r, const float *x, BlockActivations a) {
@@ -269,7 +282,7 @@ static void linear_pair(const Linear *L1, float *y1, const Linear *L2, float *y2
             prepare_blocks(x + (size_t)b * cols, cols, xq + (size_t)b * cols, xscale + (size_t)b * nblocks,
                            xsum + (size_t)b * nblocks);
     int rows1 = L1->rows, total = rows1 + (L2 ? L2->rows : 0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int i = 0; i < total; i++) {
         const Linear *L = i < rows1 ? L1 : L2;
         float *y = i < rows1 ? y1 : y2;
@@ -381,7 +394,7 @@ int llmfs_decode_step(const Model *m, float *x, int B, const int64_t *positions,
                 memcpy(values + at, row + q_dim + kv_dim + (size_t)h * hd, hd * sizeof(float));
             }
         }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads)
         for (int bh = 0; bh < B * H; bh++) {
             int b = bh / H, h = bh % H, kv_head = h / group;
             int start = pad ? (int)pad[b] : 0;

@@ -186,7 +186,8 @@ class KVCache:
             raise ValueError("a fixed-width cache belongs to the compiled step")
         if self._length >= self.max_len:
             raise ValueError(f"KV cache is full: it holds {self.max_len} positions")
-        return self._keys.contiguous(), self._values.contiguous(), self._length, self._left_padding
+        self._keys, self._values = self._keys.contiguous(), self._values.contiguous()  # (no copy when they are)
+        return self._keys, self._values, self._length, self._left_padding
 
     def advance(self, num_tokens: int) -> None:
         """Called once per forward pass, after every layer has stored its keys/values."""

@@ -106,7 +106,6 @@ class NativeDecoder:
             native.pointer(model.rope.cos) if arch.positions == "rope" else None,
             native.pointer(model.rope.sin) if arch.positions == "rope" else None)
         self._keep = (keep, layers, model.rope if arch.positions == "rope" else None)
-        self._work: torch.Tensor | None = None
         self.trainable = any(p.requires_grad for p in model.parameters())
 
     def applies(self, model, kv_cache) -> bool:
@@ -127,12 +126,12 @@ class NativeDecoder:
         row_positions = row_positions.to(torch.int64).contiguous()
         keys, values, length, pad = kv_cache.kernel_storage()
         needed = self.lib.llmfs_decode_work_floats(ctypes.byref(self.structure), batch, keys.shape[3])
-        if self._work is None or self._work.numel() < needed:
-            self._work = torch.empty(needed, dtype=torch.float32)
+        work = native.scratch("decode step", torch.float32, needed)
         pad = None if pad is None else pad.to(torch.int64).contiguous()
+        native.use_torch_threads(self.lib)
         status = self.lib.llmfs_decode_step(
             ctypes.byref(self.structure), x.data_ptr(), batch, row_positions.data_ptr(), keys.data_ptr(),
-            values.data_ptr(), keys.shape[3], length, native.pointer(pad), self._work.data_ptr(), self._work.numel())
+            values.data_ptr(), keys.shape[3], length, native.pointer(pad), work.data_ptr(), work.numel())
         if status != 0:
             raise RuntimeError(f"native decode step failed (status {status})")
         return x.view(batch, 1, arch.emb_dim)

@@ -38,6 +38,9 @@ BLOCK = 32
 #: Bytes per block and whether the block has a minimum, by GGML type name.
 BLOCK_LAYOUTS = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}
 
+#: How many values `GroupValues.to_int8` turns into float at a time (a 1 MB slice of float32).
+FLOATS_PER_SLICE = 1 << 18
+
 
 @dataclass
 class GroupValues:
@@ -73,14 +76,20 @@ class GroupValues:
         groups = q.reshape(n, -1, BLOCK).float() * scale[..., None] + minimum[..., None]
         return groups.reshape(n, cols)
 
-    def to_int8(self, rows_per_slice: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q int8, scale) per output channel, computed a slice of rows at a time."""
-        qs, scales = [], []
-        for start in range(0, self.stored.shape[0], rows_per_slice):
-            q, scale = quantize_per_channel(self.dequantize(slice(start, start + rows_per_slice)))
-            qs.append(q)
-            scales.append(scale)
-        return torch.cat(qs), torch.cat(scales)
+    def to_int8(self, rows_per_slice: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q int8, scale) per output channel, computed a slice of rows at a time and written
+        straight into the result (no list of pieces to concatenate: that would be a second copy).
+
+        A slice's float values and the temporaries of its quantization are the only float memory:
+        by default slices of about `FLOATS_PER_SLICE` values (1 MB in float32). Every row is
+        quantized on its own, so the result does not depend on the slicing."""
+        rows, cols = self.shape
+        rows_per_slice = rows_per_slice or max(1, FLOATS_PER_SLICE // cols)
+        q, scale = torch.empty(rows, cols, dtype=torch.int8), torch.empty(rows, dtype=torch.float32)
+        for start in range(0, rows, rows_per_slice):
+            part = slice(start, start + rows_per_slice)
+            q[part], scale[part] = quantize_per_channel(self.dequantize(part))
+        return q, scale
 
     def map_rows(self, fn) -> "GroupValues":
         """The same values with rows reordered/reshaped by `fn` (applied to values, scale and minimum alike)."""

