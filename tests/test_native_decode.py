@@ -35,16 +35,21 @@ def _model(name: str, quantize: str, **overrides):
     return quantize_model(model, quantize) if quantize != "none" else model
 
 
-def _decode(model, prompts, steps: list[list[int]], native_on: bool, monkeypatch) -> torch.Tensor:
-    """Logits (steps + 1, b, vocab): after the prefill, then after each step's tokens."""
-    if not native_on:
-        monkeypatch.setattr(decoder_module, "native_decoder_for", lambda model: None)
-    with torch.no_grad():
-        decoding = BatchedDecoding(model, prompts, max_new_tokens=len(steps) + 1)
-        logits = [decoding.logits.clone()]
-        for tokens in steps:
-            logits.append(decoding.step(torch.tensor(tokens)).clone())
-    monkeypatch.undo()
+def _decode(model, prompts, steps: list[list[int]], native_on: bool, monkeypatch=None) -> torch.Tensor:
+    """Logits (steps + 1, b, vocab): after the prefill, then after each step's tokens. The prompts'
+    quantized products run in fp32 on every CPU (bf16 BLAS would round both paths' inputs to 8
+    bits, and inputs that differ in their last fp32 bit may round apart: see the kernel tests)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(native, "cpu_multiplies_bf16_natively", lambda: False)
+        if not native_on:
+            patch.setattr(decoder_module, "native_decoder_for", lambda model: None)
+        with torch.no_grad():
+            decoding = BatchedDecoding(model, prompts, max_new_tokens=len(steps) + 1)
+            logits = [decoding.logits.clone()]
+            for tokens in steps:
+                logits.append(decoding.step(torch.tensor(tokens)).clone())
+    if monkeypatch is not None:
+        monkeypatch.undo()
     return torch.stack(logits)
 
 

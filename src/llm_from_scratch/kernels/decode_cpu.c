@@ -28,7 +28,7 @@
 #define LLMFS_AVX2 0
 #endif
 
-#define LLMFS_ABI_VERSION 4
+#define LLMFS_ABI_VERSION 5
 /* With this many activation rows or more, a quantized row is converted to fp32 once and reused. */
 #define DEQUANTIZE_FROM_ROWS 4
 
@@ -440,4 +440,56 @@ int llmfs_decode_step(const Model *m, float *x, int B, const int64_t *positions,
         memcpy(x + (size_t)b * E, normed, E * sizeof(float));
     }
     return 0;
+}
+
+/* ---- the pieces of a prefill (many tokens per row) --------------------------------------------
+ * A prompt's matrix products are compute-bound and go to BLAS (in Python); what lies between them
+ * is done here, one pass over all tokens per piece, instead of a dozen PyTorch operations each. */
+
+/* y = norm(x) for `rows` rows of `dim`; with `delta`, first x += delta (the residual add). */
+void llmfs_add_norm_rows(const Model *m, const Norm *n, float *x, const float *delta, float *y, int rows) {
+    const int dim = m->emb_dim;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int r = 0; r < rows; r++) {
+        float *xr = x + (size_t)r * dim;
+        if (delta)
+            for (int j = 0; j < dim; j++) xr[j] += delta[(size_t)r * dim + j];
+        norm_row(n, m->norm_kind, m->norm_eps, xr, y + (size_t)r * dim, dim);
+    }
+}
+
+/* qkv (B * T, q_dim + 2 kv_dim) of layer l: QK-norm and RoPE of the queries and keys in place (at
+ * positions (B * T,)), and the keys and values stored in the cache's columns length .. length + T - 1. */
+void llmfs_rope_and_store(const Model *m, int l, float *qkv, int B, int T, const int64_t *positions,
+                          float *keys, float *values, int max_len, int length) {
+    const Layer *layer = &m->layers[l];
+    const int H = m->n_heads, Hkv = m->n_kv_heads, hd = m->head_dim;
+    const int q_dim = H * hd, kv_dim = Hkv * hd, qkv_dim = q_dim + 2 * kv_dim;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int bt = 0; bt < B * T; bt++) {
+        int b = bt / T, t = bt % T;
+        float *row = qkv + (size_t)bt * qkv_dim;
+        for (int h = 0; h < H + Hkv; h++) {
+            float *v = row + (size_t)h * hd;
+            const Norm *qk = h < H ? &layer->q_norm : &layer->k_norm;
+            if (qk->weight) norm_row(qk, NORM_RMS, m->norm_eps, v, v, hd);
+            if (m->rope) rope_row(v, m->rope_cos + (size_t)positions[bt] * hd, m->rope_sin + (size_t)positions[bt] * hd, hd);
+        }
+        for (int h = 0; h < Hkv; h++) {
+            size_t at = ((((size_t)l * B + b) * Hkv + h) * max_len + length + t) * hd;
+            memcpy(keys + at, row + q_dim + (size_t)h * hd, hd * sizeof(float));
+            memcpy(values + at, row + q_dim + kv_dim + (size_t)h * hd, hd * sizeof(float));
+        }
+    }
+}
+
+/* The feed-forward's activation in place: a = silu(a) * up (SwiGLU), or gelu(a), or relu(a)^2. */
+void llmfs_activation(const Model *m, float *a, const float *up, int64_t n) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < n; i++) {
+        float u = a[i];
+        if (m->mlp_kind == MLP_SWIGLU) a[i] = u / (1.0f + expf(-u)) * up[i];
+        else if (m->mlp_kind == MLP_GELU) a[i] = gelu_tanh(u);
+        else a[i] = u > 0.0f ? u * u : 0.0f;
+    }
 }

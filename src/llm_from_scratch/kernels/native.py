@@ -42,7 +42,7 @@ from llm_from_scratch.assets import cache_dir
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("decode_cpu.c")
-ABI_VERSION = 4
+ABI_VERSION = 5
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c11"]
 DISABLE_ENV = "LLMFS_NATIVE"
 
@@ -99,6 +99,12 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.llmfs_decode_work_floats.restype = i64
     lib.llmfs_decode_step.argtypes = [p, p, i32, p, p, p, i32, i32, p, p, i64]
     lib.llmfs_decode_step.restype = i32
+    lib.llmfs_add_norm_rows.argtypes = [p, p, p, p, p, i32]
+    lib.llmfs_add_norm_rows.restype = None
+    lib.llmfs_rope_and_store.argtypes = [p, i32, p, i32, i32, p, p, p, i32, i32]
+    lib.llmfs_rope_and_store.restype = None
+    lib.llmfs_activation.argtypes = [p, p, p, i64]
+    lib.llmfs_activation.restype = None
 
 
 def load(compiler: str, march: str = "native") -> ctypes.CDLL:

@@ -267,9 +267,10 @@ class DecoderLM(nn.Module):
         native_step = self.__dict__.get("native_decoder")
         if compiled is not None and seq_len == 1 and kv_cache is not None and kv_cache.fixed_width:
             run = compiled
-        elif native_step is not None and seq_len == 1 and kv_cache is not None and not kv_cache.fixed_width \
+        elif native_step is not None and kv_cache is not None and not kv_cache.fixed_width \
                 and native_step.applies(self, kv_cache):
-            run = native_step.layers  # all blocks in one C call (model/native_decode.py)
+            # one token: all blocks in one C call; a prompt: BLAS products with C in between
+            run = native_step.layers if seq_len == 1 else native_step.prefill  # (model/native_decode.py)
         x = run(in_idx, positions, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(seq_len)

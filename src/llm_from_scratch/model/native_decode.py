@@ -28,8 +28,10 @@ import logging
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from llm_from_scratch.kernels import native
+from llm_from_scratch.model.fused_attention import _SDPA_HAS_GQA
 from llm_from_scratch.model.layers import FeedForward, LayerNorm, RMSNorm, SwiGLUFeedForward
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,9 @@ class NativeDecoder:
             layers[i] = native.Layer(_norm(block.norm1), _norm(block.norm2), _norm(att.q_norm), _norm(att.k_norm),
                                      _linear(att.qkv, keep), _linear(att.out_proj, keep), _linear(up, keep), gate,
                                      _linear(down, keep))
+        # the norms again, on their own: the prefill hands them to the kernels one at a time
+        self.norms = [(layers[i].norm1, layers[i].norm2) for i in range(arch.n_layers)]
+        self.final_norm = _norm(model.final_norm)
         self.structure = native.Model(
             arch.n_layers, arch.emb_dim, arch.n_heads, arch.n_kv_heads, arch.head_dim, arch.hidden_dim,
             native.NORM_RMS if arch.norm == "rmsnorm" else native.NORM_LAYER, native.MLP_CODES[arch.mlp],
@@ -135,6 +140,64 @@ class NativeDecoder:
         if status != 0:
             raise RuntimeError(f"native decode step failed (status {status})")
         return x.view(batch, 1, arch.emb_dim)
+
+
+    def prefill(self, in_idx: torch.Tensor, positions: torch.Tensor, kv_cache) -> torch.Tensor:
+        """(b, T) token ids at `positions` -> (b, T, emb_dim) final-normed hidden states, storing every
+        layer's keys and values in `kv_cache` (its `prepare` came before, its `advance` follows).
+
+        The matrix products are the layers' own calls (for quantized layers the kernels' many-row
+        path: BLAS on the converted matrix) and the attention is PyTorch's; what lies between them
+        (norms, residual adds, QK-norm, RoPE, the cache writes, the activation) is one kernel call
+        each, over all tokens, instead of a dozen operations each (`DecoderLM.layers`)."""
+        model, arch, lib = self.model, self.arch, self.lib
+        batch, tokens = in_idx.shape
+        rows = batch * tokens
+        x = model.tok_emb(in_idx)                                       # (b, T, emb_dim), a new tensor
+        if arch.positions == "learned":
+            x = x + model.pos_emb(positions)
+        x = x.reshape(rows, arch.emb_dim).float().contiguous()          # the residual stream
+        row_positions = (positions.expand(batch, tokens) if positions.dim() == 1 else positions)
+        row_positions = row_positions.reshape(rows).to(torch.int64).contiguous()
+        keys, values, length, _ = kv_cache.kernel_storage()
+        end, structure = length + tokens, ctypes.byref(self.structure)
+        native.use_torch_threads(lib)
+        h = torch.empty_like(x)                                         # the normed input of each part
+        lib.llmfs_add_norm_rows(structure, ctypes.byref(self.norms[0][0]), x.data_ptr(), None, h.data_ptr(), rows)
+        for l, block in enumerate(model.trf_blocks):
+            att, ff = block.att, block.ff
+            qkv = att.qkv(h).contiguous()                               # (b*T, q_dim + 2 kv_dim)
+            lib.llmfs_rope_and_store(structure, l, qkv.data_ptr(), batch, tokens, row_positions.data_ptr(),
+                                     keys.data_ptr(), values.data_ptr(), keys.shape[3], length)
+            queries = qkv[:, :att.q_dim].view(batch, tokens, arch.n_heads, arch.head_dim).transpose(1, 2)
+            context = attend(queries, keys[l, :, :, :end], values[l, :, :, :end], kv_cache)
+            out = att.out_proj(context.transpose(1, 2).reshape(rows, att.q_dim))
+            lib.llmfs_add_norm_rows(structure, ctypes.byref(self.norms[l][1]), x.data_ptr(), out.data_ptr(),
+                                    h.data_ptr(), rows)                 # x += attention; h = norm2(x)
+            if isinstance(ff, SwiGLUFeedForward):
+                hidden, up = ff.fc1(h).contiguous(), ff.fc2(h).contiguous()
+                lib.llmfs_activation(structure, hidden.data_ptr(), up.data_ptr(), hidden.numel())
+                out = ff.fc3(hidden)
+            else:
+                hidden = ff.layers[0](h).contiguous()
+                lib.llmfs_activation(structure, hidden.data_ptr(), None, hidden.numel())
+                out = ff.layers[2](hidden)
+            following = self.norms[l + 1][0] if l + 1 < arch.n_layers else self.final_norm
+            lib.llmfs_add_norm_rows(structure, ctypes.byref(following), x.data_ptr(), out.contiguous().data_ptr(),
+                                    h.data_ptr(), rows)                 # x += feed-forward; h = next norm(x)
+        return h.view(batch, tokens, arch.emb_dim)
+
+
+def attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, kv_cache) -> torch.Tensor:
+    """PyTorch's attention of (b, H, T, hd) queries over the cache's (b, Hkv, past + T, hd) keys and
+    values, with the cache's mask for this step (causal, padding, sliding window)."""
+    grouped = keys.shape[1] != queries.shape[1]
+    if grouped and not _SDPA_HAS_GQA:  # pragma: no cover - torch < 2.5: copy each group's keys/values
+        groups = queries.shape[1] // keys.shape[1]
+        keys, values, grouped = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1), False
+    extra = {"enable_gqa": True} if grouped else {}
+    return F.scaled_dot_product_attention(queries, keys, values, attn_mask=kv_cache.step_mask,
+                                          is_causal=kv_cache.step_is_causal, **extra)
 
 
 def native_decoder_for(model) -> NativeDecoder | None:
