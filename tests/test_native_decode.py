@@ -17,6 +17,7 @@ import llm_from_scratch.model.decoder as decoder_module
 from llm_from_scratch.finetune.lora import apply_lora
 from llm_from_scratch.generation.decoding import BatchedDecoding
 from llm_from_scratch.kernels import native
+from llm_from_scratch.model.kv_cache import KVCache
 from llm_from_scratch.model.registry import create_model
 from llm_from_scratch.quantize import Int4Linear, Int8Linear, quantize_model
 from llm_from_scratch.quantize.int4 import dequantize_groups, from_blocks, quantize_groups
@@ -159,11 +160,14 @@ def test_the_pytorch_path_runs_where_the_native_step_does_not_apply(monkeypatch)
     float_model = _model("llama-micro", "none")
     cache = float_model.new_kv_cache(1)
     step = float_model.__dict__["native_decoder"]
-    assert step is not None and not step.applies(float_model, cache)  # gradients on, parameters trainable
+    assert step is not None and not step.applies(float_model, cache, 1)  # gradients on: no graph from C
     with torch.no_grad():
-        assert step.applies(float_model, cache)
+        assert step.applies(float_model, cache, 1)
+        assert not step.applies(float_model, cache, 2)                  # another batch than the cache's
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not step.applies(float_model, cache, 1)              # PyTorch computes in bf16 there
         float_model.train()
-        assert not step.applies(float_model, cache)
+        assert not step.applies(float_model, cache, 1)
 
 
 def test_moving_the_model_drops_the_native_step():
@@ -263,3 +267,118 @@ def test_the_parallel_loops_give_the_single_thread_result(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(three, one, rtol=0, atol=1e-6 * one.abs().max().item())
+
+
+# ---- paths a review found untested -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_under_autocast_the_pytorch_path_runs_and_nothing_breaks(quantize, monkeypatch):
+    """GRPO samples inside the trainer's autocast: bf16 layer outputs must never reach the kernels."""
+    model = _model("llama-micro", quantize)
+    prompts, steps = [[1, 2, 3, 4, 5], [6, 7]], [[8, 9], [10, 11]]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        native_on = _decode(model, prompts, steps, True)
+        native_off = _decode(model, prompts, steps, False)
+    assert torch.equal(native_on, native_off)
+
+
+def test_a_batch_that_does_not_match_the_cache_is_an_error_not_a_crash():
+    model = _model("llama-micro", "int8")
+    with torch.no_grad():
+        cache = model.new_kv_cache(1, 16)
+        model(torch.tensor([[1, 2, 3]]), kv_cache=cache)
+        with pytest.raises(RuntimeError):
+            model(torch.tensor([[4], [5]]), kv_cache=cache)             # two rows, a one-row cache
+
+
+def test_weights_replaced_in_the_middle_of_a_generation_are_the_ones_used():
+    torch.manual_seed(8)
+    model, replacement = _model("llama-micro", "none"), create_model("llama-micro", drop_rate=0.0)
+
+    def run(native_on: bool) -> torch.Tensor:
+        with pytest.MonkeyPatch.context() as patch, torch.no_grad():
+            if not native_on:
+                patch.setattr(decoder_module, "native_decoder_for", lambda model: None)
+            fresh = _model("llama-micro", "none")
+            decoding = BatchedDecoding(fresh, [[1, 2, 3]], max_new_tokens=3)
+            fresh.load_state_dict(replacement.state_dict(), assign=True)   # new tensors, the old ones freed
+            fresh.tie_weights()
+            return decoding.step(torch.tensor([4])).clone()
+
+    assert torch.isfinite(run(True)).all()
+    torch.testing.assert_close(run(True), run(False), rtol=0, atol=1e-5)
+    del model
+
+
+def test_a_model_that_made_a_cache_is_freed_without_the_garbage_collector():
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        model = _model("llama-micro", "int8")
+        with torch.no_grad():
+            model.new_kv_cache(1)
+        alive = weakref.ref(model)
+        del model
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
+def test_int4_groups_far_from_zero_keep_every_weight_within_half_a_step():
+    """A group in [10.006, 10.007]: its fp16 minimum must not land above its smallest weight."""
+    weight = (10.006 + 0.001 * torch.rand(16, 64, generator=torch.Generator().manual_seed(9))).float()
+    q, scale, minimum = quantize_groups(weight, 32)
+    assert torch.all(minimum <= weight.reshape(16, 2, 32).amin(-1))
+    error = (dequantize_groups(q, scale, minimum) - weight).abs().reshape(16, 2, 32)
+    assert torch.all(error <= scale[..., None] / 2 * (1 + 1e-6))
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_a_batch_of_five_rows_through_the_decode_step(quantize, monkeypatch):
+    """Four or more rows take the kernels' other matrix-vector path (a weight row made fp32 once)."""
+    model = _model("gpt-micro", quantize, norm="rmsnorm", positions="rope", qkv_bias=True)
+    prompts = [[i + 1] * (i + 2) for i in range(5)]
+    steps = [[10, 11, 12, 13, 14], [15, 16, 17, 18, 19]]
+    native_logits = _decode(model, prompts, steps, True)
+    torch_logits = _decode(model, prompts, steps, False)
+    tolerance = 2e-4 if quantize == "int4" else 2e-5
+    torch.testing.assert_close(native_logits, torch_logits, rtol=0, atol=tolerance * torch_logits.abs().max().item())
+
+
+def test_prompts_through_bf16_blas_on_a_bf16_cpu_match_the_pytorch_path(monkeypatch):
+    """The model-level prefill with the many-row products in bf16 (what a CPU with bf16 instructions
+    runs by default): both paths round the same way, up to inputs that differ in their last bits."""
+    monkeypatch.setattr(native, "cpu_multiplies_bf16_natively", lambda: True)
+    model = _model("llama-micro", "int8")
+    prompt = torch.randint(model.arch.vocab_size, (2, 24), generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        native_logits = model(prompt, kv_cache=model.new_kv_cache(2))
+        model.__dict__["native_decoder"] = None                        # a cache made by hand keeps it off
+        arch = model.arch
+        torch_logits = model(prompt, kv_cache=KVCache(arch.n_layers, 2, arch.n_kv_heads, arch.head_dim, 64))
+    scale = torch_logits.abs().max().item()
+    torch.testing.assert_close(native_logits, torch_logits, rtol=0, atol=3e-2 * scale)
+
+
+def test_generate_with_a_sliding_window_gives_the_pytorch_paths_tokens(monkeypatch):
+    """`generate` re-prefills when its context window slides: the native prefill then runs again."""
+    from llm_from_scratch.generation import generate
+
+    model = _model("llama-micro", "none")
+    prompt = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        native_tokens = generate(model, prompt, 12, context_size=8)
+        monkeypatch.setattr(decoder_module, "native_decoder_for", lambda model: None)
+        torch_tokens = generate(model, prompt, 12, context_size=8)
+    assert torch.equal(native_tokens, torch_tokens)
+
+
+def test_int4_gradients_flow_to_the_input_through_the_dequantized_matrix():
+    """LoRA on an int4 base: the layer's input needs a gradient, so the kernels step aside."""
+    layer = Int4Linear.from_linear(nn.Linear(64, 32))
+    x = torch.randn(3, 64, requires_grad=True)
+    layer(x).sum().backward()
+    torch.testing.assert_close(x.grad, layer.dequantized_weight().sum(0).expand(3, 64), rtol=0, atol=1e-5)

@@ -52,12 +52,13 @@ _status: str | None = None
 
 def _cpu_key() -> str:
     """What the compiled code depends on besides the source: the CPU's model and flags."""
+    keys = ("model name", "flags", "Features", "CPU implementer", "CPU architecture", "CPU variant", "CPU part")
     try:
         info = Path("/proc/cpuinfo").read_text()
-        lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))][:2]
-        return "\n".join(lines)
+        first = info.split("\n\n")[0]  # the first processor's block (x86: model name, flags; ARM: Features, part)
+        return platform.machine() + "\n" + "\n".join(line for line in first.splitlines() if line.startswith(keys))
     except OSError:
-        return platform.processor() or platform.machine()
+        return platform.machine() + (platform.processor() or "")
 
 
 def compiler() -> str | None:
@@ -140,8 +141,23 @@ def library() -> ctypes.CDLL | None:
         log.warning("%s", _status)
         return None
     _library = lib
+    _warn_about_a_second_openmp()
     _status = f"native C kernels ({lib.llmfs_instruction_set().decode()}"
     return lib
+
+
+def _warn_about_a_second_openmp() -> None:
+    """The kernels share PyTorch's OpenMP runtime when PyTorch's is the one called libgomp.so.1
+    (the wheels on PyPI); a build that brings another (a renamed libgomp, Intel's libiomp) gives two
+    pools of threads spinning against each other: correct results, much slower. Say so."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    runtimes = {line.split()[-1] for line in maps.splitlines() if "libgomp" in line or "libiomp" in line}
+    if len(runtimes) > 1:
+        log.warning("two OpenMP runtimes are loaded (%s): the native kernels and PyTorch will not share threads, "
+                    "which is slow; LLMFS_NATIVE=0 turns the kernels off", ", ".join(sorted(runtimes)))
 
 
 def status() -> str:

@@ -32,7 +32,7 @@ from llm_from_scratch.model.fused_attention import CausalSelfAttention
 from llm_from_scratch.model.kv_cache import KVCache
 from llm_from_scratch.model.layers import FeedForward, LayerNorm, RMSNorm, SwiGLUFeedForward
 from llm_from_scratch.model.linear_cross_entropy import linear_cross_entropy, soft_cap
-from llm_from_scratch.model.native_decode import native_decoder_for
+from llm_from_scratch.model.native_decode import native_decoder_for, native_step_for
 from llm_from_scratch.model.rope import RotaryEmbedding
 
 
@@ -264,13 +264,10 @@ class DecoderLM(nn.Module):
             positions = kv_cache.step_positions      # (T,), or (b, T) for left-padded rows
         run = self.layers
         compiled = self.__dict__.get("compiled_layers")
-        native_step = self.__dict__.get("native_decoder")
         if compiled is not None and seq_len == 1 and kv_cache is not None and kv_cache.fixed_width:
             run = compiled
-        elif native_step is not None and kv_cache is not None and not kv_cache.fixed_width \
-                and native_step.applies(self, kv_cache):
-            # one token: all blocks in one C call; a prompt: BLAS products with C in between
-            run = native_step.layers if seq_len == 1 else native_step.prefill  # (model/native_decode.py)
+        else:  # one token: all blocks in one C call; a prompt: BLAS products with C in between
+            run = native_step_for(self, in_idx, kv_cache) or run  # (model/native_decode.py; None: PyTorch)
         x = run(in_idx, positions, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(seq_len)

@@ -65,7 +65,7 @@ def _fp16_toward(values: torch.Tensor, direction: float) -> torch.Tensor:
         raise ValueError("int4 stores scales and minima in fp16: this matrix has weights beyond +-65504")
     half = values.half()
     wrong = half.float() < values if direction > 0 else half.float() > values
-    stepped = torch.nextafter(half.float(), torch.full_like(values, direction)).half()
+    stepped = torch.nextafter(half, torch.full_like(half, direction))   # the next fp16 value that way
     return torch.where(wrong, stepped, half).float()
 
 
