@@ -151,6 +151,12 @@ def test_the_pytorch_path_runs_where_the_native_step_does_not_apply(monkeypatch)
         model.new_kv_cache(1)
     assert "PyTorch operations" in model.decode_path and "LoRA" in model.decode_path
     assert model.__dict__["native_decoder"] is None
+    # a step replaced on the instance (a test double, a user's own): that one runs
+    replaced = _model("llama-micro", "none")
+    replaced.layers = replaced.layers
+    with torch.no_grad():
+        replaced.new_kv_cache(1)
+    assert "replaced" in replaced.decode_path and replaced.__dict__["native_decoder"] is None
     # bf16 activations
     bf16 = _model("llama-micro", "none").to(torch.bfloat16)
     with torch.no_grad():

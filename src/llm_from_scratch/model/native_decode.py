@@ -15,10 +15,13 @@ layer's new key and value into the cache's storage itself (`KVCache.kernel_stora
 output head stays a PyTorch module call, which for int8/int4 heads is itself a native
 matrix-vector product.
 
-Why the structures are rebuilt per cache rather than once per model: a model changes between
-generations (LoRA layers added or merged, `.to(...)`, weights loaded with `assign=True`), and
-C code must never read a pointer into a freed tensor. Rebuilding costs well under a
-millisecond; a cache lives for one generation (or one server batch).
+C code must never read a pointer into a freed tensor, and a model changes (LoRA layers added or
+merged, `.to(...)`, weights loaded with `assign=True`, `quantize_model`). So the description
+keeps the storages it points into alive, it is rebuilt with every new cache and whenever a
+module, parameter or buffer has been registered anywhere since it was made (PyTorch's global
+registration hooks count them), and `DecoderLM._apply` drops it. Building one costs well under
+a millisecond. It never runs in train mode, with gradients, under autocast (PyTorch computes in
+bf16 there), or on a cache of another batch size: `NativeDecoder.applies`.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ class NativeDecoder:
 
     def __init__(self, model, lib):
         arch = model.arch
+        if "layers" in model.__dict__:  # someone replaced the PyTorch step on this instance: theirs runs
+            raise ValueError("this model's `layers` is replaced on the instance")
         norm_weight = next(model.final_norm.parameters())
         if norm_weight.device.type != "cpu":
             raise ValueError(f"the model is on {norm_weight.device.type}, the native step runs on the CPU")
