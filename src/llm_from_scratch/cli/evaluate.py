@@ -11,6 +11,7 @@ verifiable tasks (greedy pass@1, pass@k, majority vote).
     llmfs evaluate tasks --model smollm2-135m-instruct --tasks all --num_examples 50 --num_samples 8
     llmfs evaluate tasks --checkpoint checkpoints/grpo-smollm2-135m-instruct/final_model.pt --tasks addition
     llmfs evaluate tasks --model smollm2-135m-instruct --tasks none --gsm8k gsm8k_test.jsonl --num_samples 0
+    llmfs evaluate compare before.json after.json        # two `tasks --out` runs: paired test per family
 """
 
 from __future__ import annotations
@@ -60,7 +61,35 @@ def add_parser(subparsers) -> None:
     j.set_defaults(handler=run_judge)
 
     _add_tasks(kinds)
+    c = kinds.add_parser("compare", help="two `evaluate tasks --out` runs on the same questions: intervals and "
+                                         "McNemar's paired test per family")
+    add_flag(c, "before", help="the first run's JSON (from --out)")
+    add_flag(c, "after", help="the second run's JSON")
+    c.add_argument("runs", nargs="*", help="or: BEFORE.json AFTER.json")
+    add_flag(c, "metric", default="greedy", choices=["greedy", "vote"], help="which score to compare (default greedy)")
+    c.set_defaults(handler=run_compare)
     p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from llm_from_scratch.evaluation.significance import compare_records, format_comparison
+
+    paths = [x for x in (args.before, args.after) if x] + list(args.runs)
+    if len(paths) != 2:
+        raise CommandError("give two runs: llmfs evaluate compare BEFORE.json AFTER.json (from evaluate tasks --out)")
+    runs = []
+    for path in paths:
+        try:
+            runs.append(json.loads(Path(path).read_text(encoding="utf-8"))["records"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise CommandError(f"{path}: not a run written by `llmfs evaluate tasks --out` ({exc})") from exc
+    try:
+        table = compare_records(runs[0], runs[1], metric=args.metric)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"{args.metric}: {paths[0]} -> {paths[1]}")
+    print(format_comparison(table))
+    return 0
 
 
 def _add_tasks(kinds) -> None:

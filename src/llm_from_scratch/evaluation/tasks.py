@@ -178,13 +178,21 @@ def evaluate_on_tasks(model, tokenizer, instances: Sequence, *, num_samples: int
 
 
 def format_table(summary: dict[str, dict[str, float]], k: int) -> str:
-    """The summary as an aligned text table (percentages)."""
+    """The summary as an aligned text table (percentages), with the 95% interval of greedy pass@1
+    (Wilson, `evaluation.significance`): how far the family's score could move by chance."""
+    from llm_from_scratch.evaluation.significance import wilson_interval
+
     columns = [c for c in ("greedy", f"pass@{k}", f"vote@{k}", "sampled") if any(c in r for r in summary.values())]
-    lines = [f"{'family':<16}{'n':>6}" + "".join(f"{c:>10}" for c in columns) + f"{'tokens':>9}"]
+    lines = [f"{'family':<16}{'n':>6}" + "".join(f"{c:>10}" for c in columns) + f"{'tokens':>9}"
+             + (f"{'greedy 95%':>16}" if "greedy" in columns else "")]
     for family, row in summary.items():
         cells = "".join(f"{100 * row[c]:>9.1f}%" if row.get(c) is not None else f"{'-':>10}" for c in columns)
         tokens = f"{row['mean_tokens']:>9.1f}" if row.get("mean_tokens") is not None else f"{'-':>9}"
-        lines.append(f"{family:<16}{row['count']:>6}{cells}{tokens}")
+        interval = ""
+        if row.get("greedy") is not None:
+            low, high = wilson_interval(round(row["greedy"] * row["count"]), row["count"])
+            interval = f"{f'[{100 * low:.1f}, {100 * high:.1f}]':>16}"
+        lines.append(f"{family:<16}{row['count']:>6}{cells}{tokens}{interval}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,120 @@
+"""How sure is a task score? 95% intervals, and a paired test for "did this change help?".
+
+A family scored on 60 questions moves by about 10 points from one checkpoint to the next by
+chance alone, so a score needs its interval and a before/after difference needs a test.
+
+* `wilson_interval(k, n)`: the Wilson score interval of a proportion (Wilson, 1927). Unlike the
+  textbook "p ± 1.96·sqrt(p(1-p)/n)" it stays inside [0, 1] and does not collapse to a point at
+  0/n or n/n, which is where small task scores often are.
+
+      center = (p + z²/2n) / (1 + z²/n)
+      half   = z · sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)
+
+* `mcnemar_exact(b, c)`: the exact McNemar test for two scorings of the *same* questions
+  (McNemar, 1947). Only the questions where the two disagree carry information: b = right
+  before and wrong after, c = wrong before and right after. If the change did nothing, each of
+  those b + c questions is equally likely to fall either way, so b ~ Binomial(b + c, 1/2); the
+  two-sided p-value is twice the smaller tail, capped at 1. Pairing is what gives it power:
+  the questions both scorings get right (or wrong) cancel out instead of adding noise.
+
+* `compare_records(before, after)`: both per family, from two runs' records (what
+  `llmfs evaluate tasks --out` writes), refusing runs that were not scored on the same questions.
+
+Why it is built by hand: both are a few lines of arithmetic, written out here so that they can
+be read; the tests check them against hand computations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+#: The normal quantile of a two-sided 95% interval.
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """(low, high) of the Wilson score interval for `successes` out of `n` (95% by default)."""
+    if n <= 0:
+        raise ValueError(f"an interval needs at least one trial, got n={n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in 0..{n}, got {successes}")
+    p = successes / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts b and c (1.0 when b + c = 0)."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n   # P(X <= min(b, c))
+    return min(1.0, 2 * tail)
+
+
+def _question_key(record: dict[str, Any]) -> tuple:
+    return record["family"], record["id"], record.get("prompt"), record.get("reference")
+
+
+def compare_records(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], metric: str = "greedy",
+                    alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Per family (and "all"): n, both accuracies with their 95% intervals, the difference, the
+    discordant counts b (right -> wrong) and c (wrong -> right), McNemar's p, and whether
+    p < alpha. `metric`: "greedy" (greedy pass@1) or "vote" (majority vote of the samples).
+
+    Raises ValueError when the runs were not scored on the same questions (the same family, id,
+    prompt and reference answer, each once): a paired test means nothing otherwise."""
+    field = {"greedy": "greedy_correct", "vote": "vote_correct"}.get(metric)
+    if field is None:
+        raise ValueError(f"metric must be greedy or vote, got {metric!r}")
+    by_key = {}
+    for name, records in (("before", before), ("after", after)):
+        keys = [_question_key(r) for r in records]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"the {name} run holds a question twice")
+        missing = [r for r in records if field not in r]
+        if missing:
+            raise ValueError(f"the {name} run has no {metric} scores (was it run with that metric on?)")
+        by_key[name] = {k: bool(r[field]) for k, r in zip(keys, records)}
+    if set(by_key["before"]) != set(by_key["after"]):
+        only = len(set(by_key["before"]) ^ set(by_key["after"]))
+        raise ValueError(f"the two runs were scored on different questions ({only} are in only one of them): "
+                         "score both with the same --tasks, --num_examples, --difficulty and --seed")
+    families: dict[str, list[tuple]] = {}
+    for key in by_key["before"]:
+        families.setdefault(key[0], []).append(key)
+    if len(families) > 1:
+        families["all"] = list(by_key["before"])
+    table = {}
+    for family, keys in families.items():
+        pairs = [(by_key["before"][k], by_key["after"][k]) for k in keys]
+        n = len(pairs)
+        right_before, right_after = sum(a for a, _ in pairs), sum(b for _, b in pairs)
+        b = sum(1 for x, y in pairs if x and not y)
+        c = sum(1 for x, y in pairs if not x and y)
+        p = mcnemar_exact(b, c)
+        table[family] = {"n": n, "before": right_before / n, "after": right_after / n,
+                         "before_interval": wilson_interval(right_before, n),
+                         "after_interval": wilson_interval(right_after, n),
+                         "difference": (right_after - right_before) / n, "b": b, "c": c, "p": p,
+                         "significant": p < alpha}
+    return table
+
+
+def format_comparison(table: dict[str, dict[str, Any]]) -> str:
+    """The comparison as an aligned text table (percentages; * marks p < 0.05)."""
+    lines = [f"{'family':<16}{'n':>5}{'before':>22}{'after':>22}{'change':>9}{'b→':>5}{'→c':>5}{'p':>9}"]
+    for family, row in table.items():
+        def cell(value, interval):
+            return f"{100 * value:5.1f}% [{100 * interval[0]:4.1f}-{100 * interval[1]:5.1f}]"
+        mark = " *" if row["significant"] else ""
+        lines.append(f"{family:<16}{row['n']:>5}{cell(row['before'], row['before_interval']):>22}"
+                     f"{cell(row['after'], row['after_interval']):>22}{100 * row['difference']:>+8.1f}"
+                     f"{row['b']:>5}{row['c']:>5}{row['p']:>9.4f}{mark}")
+    lines.append("b: right before, wrong after; c: wrong before, right after; p: exact McNemar; * p < 0.05")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Intervals and the paired test (evaluation/significance.py) against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from llm_from_scratch.evaluation.significance import (compare_records, format_comparison, mcnemar_exact,
+                                                      wilson_interval)
+
+
+def test_wilson_interval_matches_the_formula_worked_by_hand():
+    # 5 of 10, z = 1.96: center (0.5 + z²/20) / (1 + z²/10) = 0.5; half = z·sqrt(0.025 + z²/400) / (1 + z²/10)
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.236593, abs=1e-6) and high == pytest.approx(0.763407, abs=1e-6)
+    # 0 of 10: the interval starts at 0 and does not collapse: (0, 2·(z²/20)/(1 + z²/10))
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.277533, abs=1e-6)
+    low, high = wilson_interval(10, 10)
+    assert high == pytest.approx(1.0) and low == pytest.approx(1 - 0.277533, abs=1e-6)
+    # 60 of 60 questions: how wide a small family's score really is
+    assert wilson_interval(30, 60)[1] - wilson_interval(30, 60)[0] == pytest.approx(0.2455, abs=1e-3)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 0)
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def test_mcnemar_exact_matches_binomial_tails_worked_by_hand():
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)                  # 2 · P(X = 0), X ~ Bin(5, 1/2)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)     # 2 · P(X <= 1), n = 10
+    assert mcnemar_exact(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert mcnemar_exact(3, 3) == 1.0                                     # 2 · P(X <= 3 | 6) > 1: capped
+    assert mcnemar_exact(0, 0) == 1.0
+    # 200 questions, a 10-point gain made of 10 losses and 30 wins: significant
+    p = mcnemar_exact(10, 30)
+    assert p == pytest.approx(2 * sum(math.comb(40, i) for i in range(11)) / 2 ** 40) and p < 0.01
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
+
+
+def _records(family: str, outcomes: list[bool], start: int = 0) -> list[dict]:
+    return [{"family": family, "id": start + i, "prompt": f"q{start + i}", "reference": "1", "greedy_correct": ok}
+            for i, ok in enumerate(outcomes)]
+
+
+def test_compare_records_pairs_the_same_questions_per_family():
+    before = _records("addition", [True, True, False, False, True]) + _records("count", [False] * 4, 100)
+    after = _records("addition", [True, False, True, True, True]) + _records("count", [True] * 4, 100)
+    table = compare_records(list(reversed(before)), after)              # the order of the records does not matter
+    add = table["addition"]
+    assert (add["n"], add["b"], add["c"]) == (5, 1, 2)
+    assert add["before"] == pytest.approx(0.6) and add["after"] == pytest.approx(0.8)
+    assert add["p"] == pytest.approx(mcnemar_exact(1, 2)) and not add["significant"]
+    assert add["before_interval"] == wilson_interval(3, 5)
+    assert table["count"]["c"] == 4 and table["count"]["p"] == pytest.approx(2 / 16)
+    assert table["all"]["n"] == 9 and (table["all"]["b"], table["all"]["c"]) == (1, 6)
+    text = format_comparison(table)
+    assert "addition" in text and "McNemar" in text
+
+
+def test_compare_records_refuses_runs_scored_on_different_questions():
+    before = _records("addition", [True, False, True])
+    with pytest.raises(ValueError, match="different questions"):
+        compare_records(before, _records("addition", [True, False, True], start=1))
+    changed = _records("addition", [True, False, True])
+    changed[0]["reference"] = "2"                                       # same id, another question
+    with pytest.raises(ValueError, match="different questions"):
+        compare_records(before, changed)
+    with pytest.raises(ValueError, match="twice"):
+        compare_records(before + before[:1], before)
+    with pytest.raises(ValueError, match="no vote scores"):
+        compare_records(before, before, metric="vote")
+
+
+def test_llmfs_evaluate_compare_reads_two_runs_and_refuses_different_questions(tmp_path, capsys):
+    import json
+
+    from cli_helpers import run_cli
+
+    before = _records("addition", [False] * 12 + [True] * 8)
+    after = _records("addition", [True] * 12 + [True] * 8)
+    for name, records in (("before", before), ("after", after)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"summary": {}, "records": records}))
+    code, out, _ = run_cli(capsys, "evaluate", "compare", tmp_path / "before.json", tmp_path / "after.json")
+    assert code == 0 and "addition" in out and "0.0005 *" in out      # 12 wins, 0 losses: p = 2 / 2**12
+    (tmp_path / "other.json").write_text(json.dumps({"records": _records("addition", [True] * 20, start=50)}))
+    code, _, err = run_cli(capsys, "evaluate", "compare", tmp_path / "before.json", tmp_path / "other.json")
+    assert code == 2 and "different questions" in err
+
+
+def test_the_task_table_shows_each_familys_interval():
+    from llm_from_scratch.evaluation.tasks import format_table
+
+    table = format_table({"addition": {"count": 10, "greedy": 0.5}}, 0)
+    assert "[23.7, 76.3]" in table                                     # wilson_interval(5, 10), worked above
