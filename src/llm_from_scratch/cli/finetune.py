@@ -10,8 +10,9 @@ tune it further from preferences (DPO) or from verifiable rewards (GRPO).
     llmfs finetune grpo --model smollm2-135m-instruct --tasks count_letters --lora --max_steps 100
     llmfs finetune dpo --model smollm2-135m-instruct --tasks count_letters --lora      # pairs sampled on-policy
     llmfs finetune dpo --model smollm2-135m-instruct --data pairs.jsonl --tasks none   # {prompt, chosen, rejected}
+    llmfs finetune rft --model smollm2-135m-instruct --tasks addition,count_letters --questions 128
 
-All four train through the project's one training loop (progress, checkpoints in --out_dir,
+All five train through the project's one training loop (progress, checkpoints in --out_dir,
 --resume, Ctrl-C saves, TensorBoard, plots) and share one set of training flags; instruct and
 classify start from the material's settings (AdamW, lr 5e-5, weight decay 0.1).
 
@@ -41,6 +42,7 @@ def add_parser(subparsers) -> None:
     _add_classify(tasks)
     _add_dpo(tasks)
     _add_grpo(tasks)
+    _add_rft(tasks)
     p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
 
 
@@ -186,6 +188,34 @@ def _add_grpo(tasks) -> None:
     add_flag(p, "aggregation", default=c.aggregation, choices=["token", "sequence"])
     add_training_flags(p, GRPOConfig, POLICY_LR_HELP)
     p.set_defaults(handler=run_grpo)
+
+
+def _add_rft(tasks) -> None:
+    from llm_from_scratch.pipelines import RFTConfig
+
+    c = RFTConfig
+    p = command_parser(tasks, "rft", "rejection-sampling fine-tuning: train on the model's own checked-correct answers",
+                       __doc__)
+    add_model_flags(p)
+    add_flag(p, "tasks", default=c.tasks, help="training task families (default %(default)s)")
+    add_flag(p, "difficulty", type=int, default=None, choices=[1, 2, 3])
+    add_flag(p, "questions", type=int, default=c.questions, help="training questions per family (default %(default)s)")
+    add_flag(p, "samples_per_question", type=int, default=c.samples_per_question,
+             help="answers sampled per question, k (default %(default)s)")
+    add_flag(p, "temperature", type=float, default=c.temperature, help="sampling temperature (default %(default)s)")
+    add_flag(p, "max_new_tokens", type=int, default=c.max_new_tokens, help="longest answer (default %(default)s)")
+    add_flag(p, "sample_batch_size", type=int, default=c.sample_batch_size,
+             help="answers decoded together (default %(default)s)")
+    add_flag(p, "style", default="auto", choices=["auto", "alpaca", "phi3", "chat"])
+    add_training_flags(p, RFTConfig)
+    p.set_defaults(handler=run_rft)
+
+
+def run_rft(args: argparse.Namespace) -> int:
+    from llm_from_scratch.pipelines import RFTConfig, finetune_rft
+
+    finetune_rft(config_from_args(RFTConfig, args))
+    return 0
 
 
 def run_dpo(args: argparse.Namespace) -> int:

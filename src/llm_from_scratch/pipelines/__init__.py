@@ -12,6 +12,7 @@
     evaluate_tasks         TaskEvalConfig      TaskEvalResult      task_eval.py    llmfs evaluate tasks
     finetune_dpo           DPOConfig           DPOResult           dpo.py          llmfs finetune dpo
     finetune_grpo          GRPOConfig          GRPOResult          grpo.py         llmfs finetune grpo
+    finetune_rft           RFTConfig           RFTResult           rft.py          llmfs finetune rft
 
 Each `llmfs` command only turns its flags into the config and makes the call, so Python code
 (a script, a notebook, a test) gets exactly the run the command makes: the same resume checks,
@@ -32,11 +33,13 @@ from llm_from_scratch.pipelines.grpo import GRPOConfig, GRPOResult, finetune_grp
 from llm_from_scratch.pipelines.finetuning import FinetuneConfig
 from llm_from_scratch.pipelines.instruct import InstructConfig, InstructResult, finetune_instruct
 from llm_from_scratch.pipelines.pretraining import PretrainConfig, PretrainResult, pretrain
+from llm_from_scratch.pipelines.rft import RFTConfig, RFTResult, finetune_rft
 from llm_from_scratch.pipelines.task_eval import TaskEvalConfig, TaskEvalResult, evaluate_tasks
 
 __all__ = [
     "PipelineError", "PretrainConfig", "PretrainResult", "pretrain", "FinetuneConfig",
     "ClassifierConfig", "ClassifierResult", "finetune_classifier", "InstructConfig", "InstructResult",
-    "finetune_instruct", "DemoConfig", "DemoResult", "run_demo", "TaskEvalConfig", "TaskEvalResult",
+    "finetune_instruct", "RFTConfig", "RFTResult", "finetune_rft", "DemoConfig", "DemoResult", "run_demo",
+    "TaskEvalConfig", "TaskEvalResult",
     "evaluate_tasks", "DPOConfig", "DPOResult", "finetune_dpo", "GRPOConfig", "GRPOResult", "finetune_grpo",
 ]

@@ -1,0 +1,140 @@
+"""Rejection-sampling fine-tuning (RFT) in one call: what `llmfs finetune rft` does.
+
+    from llm_from_scratch.pipelines import RFTConfig, finetune_rft
+
+    result = finetune_rft(RFTConfig(model="smollm2-135m-instruct", tasks="addition,multiplication"))
+    result.data, result.counts["addition"]["kept"], result.final_model
+
+The simplest way to learn from a checker, and the baseline GRPO and DPO are measured against:
+
+    training questions (the tasks' "train" split: never a held-out question)
+      -> k answers each, sampled from the start model (`samples_per_question`, `temperature`)
+      -> keep the answers the checker accepts that ended on their own (a truncated answer would
+         teach rambling), each distinct answer text once per question
+      -> instruction fine-tuning on them (`finetune_instruct`: the one training loop, full weights
+         or LoRA, the same flags), the prompt in the same format the tasks are asked in
+
+Where GRPO pushes probability towards a group's better answers and away from its worse ones,
+RFT only imitates the model's own correct answers (Yuan et al., 2023, "Scaling relationship on
+learning mathematical reasoning with large language models"). Its data is written to
+`<out_dir>/rft-data.json` (every kept answer, with its family and question id) and the counts
+per family (questions, samples, correct, kept) to `<out_dir>/rft-counts.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
+from llm_from_scratch.pipelines.common import PipelineError
+from llm_from_scratch.pipelines.instruct import InstructConfig, InstructResult
+
+
+@dataclass
+class RFTConfig(InstructConfig):
+    """`InstructConfig`'s settings (the fine-tuning) plus where the data comes from."""
+
+    tasks: str = "all"                   # training families (comma-separated) or "all"
+    difficulty: int | None = None        # only this level (None: a mix)
+    questions: int = 64                  # training questions per family
+    samples_per_question: int = 8        # answers sampled per question, k
+    temperature: float = POLICY_SAMPLING_TEMPERATURE
+    max_new_tokens: int = 96             # longest sampled answer (and the instruct test answers)
+    sample_batch_size: int = 32          # answers decoded together
+    skip_baseline: bool = True           # the instruct stage's own test split is RFT data: score with
+                                         # `llmfs evaluate tasks` on held-out questions instead
+
+
+@dataclass
+class RFTResult:
+    data: Path                           # rft-data.json: the kept answers
+    counts: dict[str, dict[str, int]]    # per family: questions, samples, correct, kept
+    instruct: InstructResult             # the fine-tuning run (final_model, scores, history)
+
+    @property
+    def final_model(self) -> Path:
+        return self.instruct.final_model
+
+
+def rejection_sample(model, tokenizer, instances, *, samples_per_question: int, temperature: float,
+                     max_new_tokens: int, batch_size: int = 32, seed: int = 0, style: str = "auto",
+                     progress: bool = False) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """(entries, counts): instruction entries {instruction, input, output, family, id} made of the
+    checked-correct answers that ended on their own, each distinct text once per question, and the
+    counts per family (and "all")."""
+    from llm_from_scratch.evaluation.tasks import answer_tasks
+    from llm_from_scratch.generation.sampling import SamplingParams
+    from llm_from_scratch.tasks import check_answer
+
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    answers = answer_tasks(model, tokenizer, instances, params, num_samples=samples_per_question,
+                           batch_size=batch_size, style=style, progress=progress, desc="sampling answers")
+    entries, counts = [], {}
+    for instance, completions in zip(instances, answers):
+        row = counts.setdefault(instance.family, {"questions": 0, "samples": 0, "correct": 0, "kept": 0})
+        row["questions"] += 1
+        row["samples"] += len(completions)
+        kept: set[str] = set()
+        for completion in completions:
+            if not check_answer(instance, completion.text):
+                continue
+            row["correct"] += 1
+            text = completion.text.strip()
+            if completion.finish_reason != "stop" or text in kept:
+                continue
+            kept.add(text)
+            entries.append({"instruction": instance.prompt, "input": "", "output": text,
+                            "family": instance.family, "id": instance.id})
+        row["kept"] += len(kept)
+    counts["all"] = {key: sum(row[key] for row in counts.values()) for key in ("questions", "samples", "correct", "kept")}
+    return entries, counts
+
+
+def finetune_rft(config: RFTConfig) -> RFTResult:
+    """Sample, keep the checked-correct answers, fine-tune on them (see the module docstring)."""
+    from llm_from_scratch.assets import write_atomically
+    from llm_from_scratch.pipelines.finetuning import default_out_dir, load_start_model
+    from llm_from_scratch.pipelines.instruct import finetune_instruct
+    from llm_from_scratch.pipelines.task_eval import gather_instances
+    from llm_from_scratch.training.trainer import auto_device
+
+    c = config
+    if c.samples_per_question < 1:
+        raise PipelineError(f"samples_per_question must be at least 1, got {c.samples_per_question}")
+    if c.temperature <= 0:
+        raise PipelineError("rejection sampling needs several different answers: --temperature > 0")
+    instances = gather_instances(c.tasks, c.questions, split="train", seed=c.seed, difficulty=c.difficulty,
+                                 interleave=True)
+    loaded = load_start_model(c, auto_device(c.device))
+    out_dir = Path(c.out_dir) if c.out_dir else default_out_dir(c, loaded, "rft")
+    data_path, counts_path = out_dir / "rft-data.json", out_dir / "rft-counts.json"
+    if c.resume and data_path.exists():     # the data of the run being resumed, not a new sample
+        entries = json.loads(data_path.read_text(encoding="utf-8"))
+        counts = json.loads(counts_path.read_text(encoding="utf-8"))
+    else:
+        print(f"llmfs finetune rft: {loaded.name}, {len(instances)} training questions ({c.tasks}), "
+              f"{c.samples_per_question} answers each at temperature {c.temperature}")
+        loaded.model.eval()
+        entries, counts = rejection_sample(
+            loaded.model, loaded.tokenizer, instances, samples_per_question=c.samples_per_question,
+            temperature=c.temperature, max_new_tokens=c.max_new_tokens, batch_size=c.sample_batch_size,
+            seed=c.seed, style=c.style, progress=c.progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(data_path, (json.dumps(entries, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+        write_atomically(counts_path, (json.dumps(counts, indent=1) + "\n").encode("utf-8"))
+    for family, row in counts.items():
+        print(f"  {family:<16} {row['questions']:>5} questions  {row['correct']:>6} of {row['samples']} answers "
+              f"correct  {row['kept']:>5} kept")
+    if len(entries) < 10:
+        raise PipelineError(f"only {len(entries)} correct answers to learn from (of {counts['all']['samples']} "
+                            "sampled): use easier tasks (--difficulty 1), more --questions or "
+                            "--samples_per_question, or a stronger start model")
+    del loaded
+    instruct_fields = {f.name for f in fields(InstructConfig)}
+    settings = {k: v for k, v in asdict(c).items() if k in instruct_fields}
+    settings.update(data=data_path, out_dir=out_dir)
+    result = finetune_instruct(InstructConfig(**settings))
+    return RFTResult(data_path, counts, result)
