@@ -388,3 +388,14 @@ def test_int4_gradients_flow_to_the_input_through_the_dequantized_matrix():
     x = torch.randn(3, 64, requires_grad=True)
     layer(x).sum().backward()
     torch.testing.assert_close(x.grad, layer.dequantized_weight().sum(0).expand(3, 64), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_a_big_batch_of_one_token_steps_goes_through_the_blas_path(quantize, monkeypatch):
+    """More rows than the matrix-vector loop takes: one-token steps use the prefill's path."""
+    model = _model("llama-micro", quantize)
+    prompts = [[i % 7 + 1] * (i % 4 + 1) for i in range(native.MATVEC_MAX_ROWS + 2)]
+    steps = [[(i * 3) % 50 + 1 for i in range(len(prompts))] for _ in range(2)]
+    native_logits = _decode(model, prompts, steps, True)
+    torch_logits = _decode(model, prompts, steps, False)
+    torch.testing.assert_close(native_logits, torch_logits, rtol=0, atol=2e-5 * torch_logits.abs().max().item())

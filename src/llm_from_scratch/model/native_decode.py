@@ -252,7 +252,10 @@ def native_step_for(model, in_idx: torch.Tensor, kv_cache):
             return None
     if in_idx.device.type != "cpu" or not decoder.applies(model, kv_cache, in_idx.shape[0]):
         return None
-    return decoder.layers if in_idx.shape[1] == 1 else decoder.prefill
+    # one token per row of a small batch: the one-call step. Many rows (a prompt, or a big batch of
+    # one-token rows): the products are compute-bound, and BLAS does them better than matrix-vector loops
+    rows = in_idx.shape[0] * in_idx.shape[1]
+    return decoder.layers if in_idx.shape[1] == 1 and rows <= native.MATVEC_MAX_ROWS else decoder.prefill
 
 
 def attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, kv_cache) -> torch.Tensor:
