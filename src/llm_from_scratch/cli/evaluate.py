@@ -98,7 +98,8 @@ def _add_tasks(kinds) -> None:
     add_flag(t, "tasks", default="all",
              help="task families, comma-separated (addition, subtraction, multiplication, word_problems, "
                   "reverse_words, reverse_letters, count_letters, sort_numbers, compare), all (default) or none")
-    add_flag(t, "num_examples", type=int, default=50, help="held-out questions per family (default %(default)s)")
+    add_flag(t, "num_examples", type=int, default=200,
+             help="held-out questions per family (default %(default)s: enough that a 10-point change shows)")
     add_flag(t, "difficulty", type=int, default=None, choices=[1, 2, 3], help="only this level (default: a mix)")
     add_flag(t, "gsm8k", default=None, help="a GSM8K-format JSONL file you have (question, answer '... #### 72')")
     add_flag(t, "math500", default=None, help="a MATH-500-format JSONL file you have (problem, answer)")

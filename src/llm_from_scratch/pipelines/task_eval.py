@@ -33,7 +33,8 @@ class TaskEvalConfig:
     model: str | None = None             # a pretrained model: name or path ...
     checkpoint: str | Path | None = None  # ... or a checkpoint written by llmfs (exactly one of the two)
     tasks: str = "all"                   # "all", or family names separated by commas
-    num_examples: int = 50               # held-out instances per family
+    num_examples: int = 200              # held-out instances per family: enough that a 10-point change shows
+                                         # (McNemar, `evaluation.significance`); greedy on all nine: ~8 min
     difficulty: int | None = None        # 1-3 (None: each family's fixed mix)
     gsm8k: str | Path | None = None      # a GSM8K-format JSONL file (question, answer "... #### 72")
     math500: str | Path | None = None    # a MATH-500-format JSONL file (problem, answer)
