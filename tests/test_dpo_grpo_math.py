@@ -307,3 +307,25 @@ def test_grpo_token_versus_sequence_aggregation():
     assert sequence.item() == pytest.approx(-(2 / 1 + 3 / 3) / 2)    # -1.5: every completion weighs the same
     nothing, metrics = grpo_loss(logps, logps, advantages, torch.zeros(3, 3), aggregation="sequence")
     assert nothing.item() == 0.0 and not math.isnan(metrics["ratio_mean"])
+
+
+def test_grpo_constant_aggregation_is_dr_grpos_sum_over_a_fixed_divisor():
+    # the same batch as above; Dr. GRPO divides the summed token losses by completions x the
+    # longest allowed answer (here 8), whatever the answers' own lengths
+    logps = torch.zeros(3, 3, requires_grad=True)
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    advantages = torch.tensor([2.0, 1.0, 5.0])
+    loss, _ = grpo_loss(logps, logps.detach(), advantages, mask, aggregation="constant", constant=8)
+    assert loss.item() == pytest.approx(-(2 * 1 + 1 * 3) / (3 * 8))
+    loss.backward()
+    # a token's gradient is -A / (n * constant): the same for a token of a short and of a long answer
+    assert torch.allclose(logps.grad, torch.tensor([[-2 / 24, 0, 0], [-1 / 24, -1 / 24, -1 / 24], [0, 0, 0]]))
+    # with "token", adding a long answer to the batch changes every other token's weight; here it does not
+    longer = torch.zeros(4, 3, requires_grad=True)
+    mask4 = torch.cat([mask, torch.ones(1, 3)])
+    loss4, _ = grpo_loss(longer, longer.detach(), torch.tensor([2.0, 1.0, 5.0, 0.0]), mask4, aggregation="constant",
+                         constant=8)
+    loss4.backward()
+    assert longer.grad[0, 0].item() == pytest.approx(-2 / 32)        # only the number of answers changes it
+    with pytest.raises(ValueError, match="needs constant"):
+        grpo_loss(logps, logps, advantages, mask, aggregation="constant")

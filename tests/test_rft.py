@@ -52,12 +52,22 @@ def test_rft_trains_on_its_data_and_never_on_a_held_out_question(base_checkpoint
     out = tmp_path / "rft"
     code, stdout, stderr = run_cli(capsys, "finetune", "rft", "--checkpoint", base_checkpoint, "--tasks", "addition",
                                    "--questions", 8, "--samples_per_question", 5, "--max_new_tokens", 8,
-                                   "--max_steps", 2, "--out_dir", out, "--precision", "fp32", "--no-progress")
+                                   "--max_steps", 2, "--out_dir", out, "--precision", "fp32", "--no-progress",
+                                   "--eval_tasks", "addition,compare", "--eval_examples", 5)
     assert code == 0, stderr
     assert (out / "final_model.pt").exists() and "16 kept" in stdout
     data = json.loads((out / "rft-data.json").read_text())
+    validation = json.loads((out / "rft-validation.json").read_text())
     held_out = {i.prompt for i in gather_instances("addition", 200, split="test")}
-    assert len(data) == 16 and not {entry["instruction"] for entry in data} & held_out
+    assert len(data) + len(validation) == 16 and len(data) >= 14    # all but one question's answers train
+    assert not {e["id"] for e in data} & {e["id"] for e in validation}
+    assert not {entry["instruction"] for entry in data + validation} & held_out
+    # held-out scoring before and after, on the same questions, compared pairwise
+    before = json.loads((out / "heldout-before.json").read_text())["records"]
+    after = json.loads((out / "heldout-after.json").read_text())["records"]
+    assert len(before) == len(after) == 10 and [r["id"] for r in before] == [r["id"] for r in after]
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["paired"]["addition"]["n"] == 5 and "paired McNemar" in stdout
 
 
 def test_rft_with_nothing_correct_says_what_to_change(base_checkpoint, tmp_path, monkeypatch):

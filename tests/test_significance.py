@@ -95,3 +95,12 @@ def test_the_task_table_shows_each_familys_interval():
 
     table = format_table({"addition": {"count": 10, "greedy": 0.5}}, 0)
     assert "[23.7, 76.3]" in table                                     # wilson_interval(5, 10), worked above
+
+
+def test_the_task_table_shows_the_vote_interval_too():
+    from llm_from_scratch.evaluation.tasks import format_table
+
+    table = format_table({"compare": {"count": 10, "greedy": 0.5, "vote@8": 1.0, "pass@8": 1.0, "sampled": 0.9}}, 8)
+    header, row = table.splitlines()
+    assert "greedy 95%" in header and "vote 95%" in header
+    assert row.index("[23.7, 76.3]") < row.index("[72.2, 100.0]")      # wilson_interval(10, 10) = [0.7225, 1]

@@ -61,7 +61,9 @@ TRAINING_FLAG_HELP = {
     "eval_interval": "steps between evaluations (default: sized to the run)",
     "eval_batches": "batches per evaluation (default: sized to the run)",
     "eval_tasks": "held-out families scored before/during/after (all, a list, none)",
-    "eval_examples": "held-out questions per family",
+    "eval_examples": "held-out questions per family, scored before and after (paired test)",
+    "eval_curve_examples": "of those, per family, also scored every --eval_interval steps (the curve)",
+    "eval_seed": "which held-out questions (0: those of llmfs evaluate tasks)",
     "policy_max_new_tokens": "longest sampled answer (default: 96, or what the model's context leaves after the prompt)",
     "lora": "train LoRA adapters instead of the weights",
     "lora_rank": "rank of the LoRA adapters",
@@ -108,6 +110,9 @@ def _add_instruct(tasks) -> None:
              help="instruction data: a .json/.jsonl file of {instruction, input, output}, 'book' (the "
                   "material's 1,100 entries, downloaded) or 'synthetic' (made here; default)")
     add_flag(p, "num_examples", type=int, default=1100, help="size of the synthetic set (default %(default)s)")
+    add_flag(p, "validation_data", default=None,
+             help="a file of entries to validate on: then all of --data trains and there is no test split "
+                  "(default: --data split 85/5/10)")
     add_flag(p, "style", default="auto", choices=["auto", "alpaca", "phi3", "chat"],
              help="prompt format: auto = the model's chat template if it has one, else alpaca")
     add_flag(p, "mask_prompt", action="store_true", help="leave the instruction tokens out of the loss")
@@ -185,7 +190,9 @@ def _add_grpo(tasks) -> None:
              help="optimizer updates per batch of answers, PPO epochs (default %(default)s)")
     add_flag(p, "scale_rewards", action=argparse.BooleanOptionalAction, default=c.scale_rewards,
              help="divide advantages by the group's std (default on)")
-    add_flag(p, "aggregation", default=c.aggregation, choices=["token", "sequence"])
+    add_flag(p, "aggregation", default=c.aggregation, choices=["token", "sequence", "constant"],
+             help="how token losses average: over the batch's answer tokens (token, default), per answer first "
+                  "(sequence), or summed and divided by answers x --max_new_tokens (constant: Dr. GRPO)")
     add_training_flags(p, GRPOConfig, POLICY_LR_HELP)
     p.set_defaults(handler=run_grpo)
 

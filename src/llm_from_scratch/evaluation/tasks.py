@@ -178,21 +178,26 @@ def evaluate_on_tasks(model, tokenizer, instances: Sequence, *, num_samples: int
 
 
 def format_table(summary: dict[str, dict[str, float]], k: int) -> str:
-    """The summary as an aligned text table (percentages), with the 95% interval of greedy pass@1
-    (Wilson, `evaluation.significance`): how far the family's score could move by chance."""
+    """The summary as an aligned text table (percentages), with the 95% intervals of greedy pass@1
+    and of vote@k (Wilson, `evaluation.significance`): how far the family's score could move by
+    chance."""
     from llm_from_scratch.evaluation.significance import wilson_interval
 
     columns = [c for c in ("greedy", f"pass@{k}", f"vote@{k}", "sampled") if any(c in r for r in summary.values())]
+    with_interval = [c for c in ("greedy", f"vote@{k}") if c in columns]
     lines = [f"{'family':<16}{'n':>6}" + "".join(f"{c:>10}" for c in columns) + f"{'tokens':>9}"
-             + (f"{'greedy 95%':>16}" if "greedy" in columns else "")]
+             + "".join(f"{c.split('@')[0] + ' 95%':>16}" for c in with_interval)]
     for family, row in summary.items():
         cells = "".join(f"{100 * row[c]:>9.1f}%" if row.get(c) is not None else f"{'-':>10}" for c in columns)
         tokens = f"{row['mean_tokens']:>9.1f}" if row.get("mean_tokens") is not None else f"{'-':>9}"
-        interval = ""
-        if row.get("greedy") is not None:
-            low, high = wilson_interval(round(row["greedy"] * row["count"]), row["count"])
-            interval = f"{f'[{100 * low:.1f}, {100 * high:.1f}]':>16}"
-        lines.append(f"{family:<16}{row['count']:>6}{cells}{tokens}{interval}")
+        intervals = ""
+        for column in with_interval:
+            if row.get(column) is None:
+                intervals += f"{'-':>16}"
+                continue
+            low, high = wilson_interval(round(row[column] * row["count"]), row["count"])
+            intervals += f"{f'[{100 * low:.1f}, {100 * high:.1f}]':>16}"
+        lines.append(f"{family:<16}{row['count']:>6}{cells}{tokens}{intervals}")
     return "\n".join(lines)
 
 

@@ -43,13 +43,13 @@ Averaging the token losses (`aggregation`):
   answer is punished less per token than a short one). This is DAPO's "token-level policy
   gradient loss" (Yu et al. 2025).
 * "sequence": the mean over completions of each completion's own token mean (the GRPO paper).
-
-Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training") goes further: it removes both
-the per-answer length normalisation and the std normalisation, and divides the *summed* token
-losses by a constant (e.g. the maximum generation length) instead, so a token's weight does not
-depend on how long the other answers of the batch are. That constant divisor is not implemented
-here; "token" with ``scale=False`` is the nearest setting (it still divides by the batch's
-token count).
+  A long answer's tokens each weigh less than a short one's: a long wrong answer is punished
+  less per token, which lets wrong answers grow (Liu et al. call this the length bias).
+* "constant": the sum over all completion tokens / (completions * `constant`), with `constant`
+  the longest allowed answer (Dr. GRPO: Liu et al. 2025, "Understanding R1-Zero-Like
+  Training"). A token's weight depends neither on its own answer's length nor on the other
+  answers' lengths in the batch; together with ``scale=False`` (no division by the group's std)
+  this is Dr. GRPO.
 
 Why the population std (unbiased=False) in the advantages: the group *is* the whole population
 we normalize; with G = 2 and rewards (1, 0) it gives advantages +1, -1 (the sample std would
@@ -65,7 +65,7 @@ import torch
 
 from llm_from_scratch.finetune.sequences import masked_mean
 
-AGGREGATIONS = ("token", "sequence")
+AGGREGATIONS = ("token", "sequence", "constant")
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, *, scale: bool = True,
@@ -102,7 +102,7 @@ def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
 
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
               *, clip_eps: float = 0.2, ref_logps: torch.Tensor | None = None, kl_coef: float = 0.0,
-              aggregation: str = "token") -> tuple[torch.Tensor, dict[str, float]]:
+              aggregation: str = "token", constant: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped GRPO loss of a batch of completions, and metrics for logging.
 
     logps: (n, T-1) log-probs of the sampled tokens under the policy being trained (with grad).
@@ -110,6 +110,7 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
     advantages: (n,) one per completion (`group_advantages`; treated as constants).
     mask: (n, T-1) 1 for completion tokens (`PackedCompletions.completion_mask`; float or bool).
     ref_logps: (n, T-1) under the frozen reference; required when kl_coef > 0.
+    constant: the divisor per completion of aggregation="constant" (the longest allowed answer).
 
     Metrics: "clip_fraction" (share of completion tokens whose clipped term was taken and
     differs from the unclipped one), "ratio_mean", "kl" (mean k3 over completion tokens; 0.0
@@ -132,6 +133,8 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
                          "pass them or set kl_coef=0")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if aggregation == "constant" and not (constant is not None and constant > 0):
+        raise ValueError(f"aggregation='constant' needs constant > 0 (the longest allowed answer), got {constant}")
 
     keep = mask.bool()                                             # (n, T-1)
     zeros = torch.zeros_like(logps)
@@ -159,6 +162,8 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
     tokens_per_row = keep.sum(dim=1)                               # (n,)
     if aggregation == "token":
         loss = token_loss.sum() / tokens_per_row.sum().clamp(min=1)
+    elif aggregation == "constant":
+        loss = token_loss.sum() / (logps.shape[0] * constant)
     else:
         row_means = token_loss.sum(dim=1) / tokens_per_row.clamp(min=1).to(logps.dtype)  # (n,)
         rows_with_tokens = (tokens_per_row > 0).sum().clamp(min=1)

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from llm_from_scratch.data.instructions import (ChatTemplateStyle, PromptStyle, get_prompt_style,
+from llm_from_scratch.data.instructions import (ChatTemplateStyle, InstructionSplits, PromptStyle, get_prompt_style,
                                                 instruction_dataloader, split_instruction_data)
 
 
@@ -49,9 +49,13 @@ def stop_ids_for(tokenizer) -> list[int]:
 
 def instruction_loaders(entries: Sequence[Mapping[str, Any]], tokenizer, style: PromptStyle, *,
                         batch_size: int = 8, mask_prompt: bool = False, allowed_max_length: int | None = None,
-                        seed: int = 123):
-    """(train_loader, val_loader, splits): the material's 85/5/10 split (in file order) and loaders."""
-    splits = split_instruction_data(list(entries))
+                        seed: int = 123, validation: Sequence[Mapping[str, Any]] | None = None):
+    """(train_loader, val_loader, splits): the material's 85/5/10 split (in file order) and loaders.
+    With `validation` given, all of `entries` trains, `validation` validates and the test split is empty."""
+    if validation is not None:
+        splits = InstructionSplits(train=list(entries), validation=list(validation), test=[])
+    else:
+        splits = split_instruction_data(list(entries))
     if not splits.train or not splits.validation:
         raise ValueError(f"{len(entries)} entries are too few to split 85/5/10 into non-empty parts; "
                          "use at least 20")

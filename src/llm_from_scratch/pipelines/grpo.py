@@ -69,7 +69,8 @@ class GRPOConfig(PolicyConfig):
     grade_truncated: bool = False        # grade answers cut off at max_new_tokens too (default: reward 0)
     inner_steps: int = 1                 # gradient steps on each batch of answers
     scale_rewards: bool = True           # divide by the group's std (False: only subtract the mean)
-    aggregation: str = "token"           # token (mean over all answer tokens) or sequence (per answer first)
+    aggregation: str = "token"           # token (mean over all answer tokens), sequence (per answer first) or
+                                         # constant (sum / (answers * max_new_tokens): Dr. GRPO)
 
 
 GRPO_PLOT = ("reward", "accuracy", "completion_tokens", "truncated", "entropy", "no_signal", "kl")
@@ -89,8 +90,8 @@ def check_grpo_config(c: GRPOConfig) -> None:
         raise PipelineError(f"GRPO samples its answers: give --temperature > 0 (default {POLICY_SAMPLING_TEMPERATURE})")
     if c.kl_coef < 0 or c.clip_eps <= 0:
         raise PipelineError("kl_coef must be >= 0 and clip_eps > 0")
-    if c.aggregation not in ("token", "sequence"):
-        raise PipelineError(f"aggregation must be token or sequence, got {c.aggregation!r}")
+    if c.aggregation not in ("token", "sequence", "constant"):
+        raise PipelineError(f"aggregation must be token, sequence or constant, got {c.aggregation!r}")
 
 
 QUESTION_POOL = 512   # training questions per family at most: a longer run takes them again, in order
@@ -214,7 +215,7 @@ class GRPOMethod(PolicyMethod):
                 loss, metrics = grpo_loss(logps, logps.detach() if old is None else old[j], advantages[part],
                                           mask[part], clip_eps=c.clip_eps,
                                           ref_logps=None if ref is None else ref[j], kl_coef=c.kl_coef,
-                                          aggregation=c.aggregation)
+                                          aggregation=c.aggregation, constant=self.max_new_tokens)
                 # weight each micro-batch by its share, so the sum is the whole batch's loss
                 weight = (mask[part].sum() / total_tokens if c.aggregation == "token"
                           else torch.tensor(len(range(*part.indices(len(prompts)))) / len(prompts)))

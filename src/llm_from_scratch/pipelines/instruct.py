@@ -32,6 +32,7 @@ class InstructConfig(FinetuneConfig):
     """The settings of `finetune_instruct`: `FinetuneConfig`'s plus the data, the prompt format and scoring."""
 
     data: str | Path = "synthetic"       # a .json/.jsonl file, "book" (downloaded) or "synthetic" (made here)
+    validation_data: str | Path | None = None  # a file to validate on: then all of `data` trains, no test split
     num_examples: int = 1100             # size of the synthetic set
     style: str = "auto"                  # auto (the model's chat template if it has one, else alpaca), alpaca, phi3, chat
     mask_prompt: bool = False            # leave the instruction tokens out of the loss
@@ -77,7 +78,9 @@ def finetune_instruct(config: InstructConfig) -> InstructResult:
     allowed = min(c.allowed_max_length or context, context)
     train_loader, val_loader, splits = instruction_loaders(entries, tokenizer, style, batch_size=c.batch_size,
                                                            mask_prompt=c.mask_prompt,
-                                                           allowed_max_length=allowed, seed=c.seed)
+                                                           allowed_max_length=allowed, seed=c.seed,
+                                                           validation=None if c.validation_data is None
+                                                           else load_instruction_data(c.validation_data))
     out_dir = default_out_dir(c, loaded, "instruct")
     name = run_name(c, loaded)
     print(f"llmfs finetune instruct: {loaded.name} ({model.num_parameters():,} parameters), {c.data}: "
@@ -89,7 +92,7 @@ def finetune_instruct(config: InstructConfig) -> InstructResult:
                                   progress=c.progress)
 
     scores: dict[str, Any] = {}
-    if not c.skip_baseline and not c.resume:
+    if not c.skip_baseline and not c.resume and splits.test:
         before = answer_test_set()
         save_results(out_dir / "test-responses-before.json", before)
         scores["before"] = score_exact_match(before)
@@ -115,9 +118,10 @@ def finetune_instruct(config: InstructConfig) -> InstructResult:
         history = trainer.train()
 
     model.eval()
-    after = answer_test_set()
-    save_results(out_dir / "test-responses.json", after)
-    scores["after"] = score_exact_match(after)
+    if splits.test:
+        after = answer_test_set()
+        save_results(out_dir / "test-responses.json", after)
+        scores["after"] = score_exact_match(after)
     if c.lora:  # keep the adapters alone (a few MB), then fold them in: a plain model again
         from llm_from_scratch.finetune.lora import merge_lora, save_lora
         save_lora(model, out_dir / "lora_adapters.safetensors", c.lora_rank, c.lora_alpha)
@@ -128,12 +132,15 @@ def finetune_instruct(config: InstructConfig) -> InstructResult:
     scores["minutes"] = (time.perf_counter() - started) / 60
     scores["precision"] = trainer.precision
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
-    line = (f"after fine-tuning: exact match {scores['after']['exact_match']:.1%}, answer contained "
-            f"{scores['after']['contains_answer']:.1%}")
-    if "before" in scores:
-        line += (f" (before: {scores['before']['exact_match']:.1%} and "
-                 f"{scores['before']['contains_answer']:.1%})")
-    print(f"{line}\n  {out_dir / 'test-responses.json'}\n  {out_dir / 'final_model.pt'} "
+    line = f"trained on all {len(splits.train)} entries (no test split)"
+    if "after" in scores:
+        line = (f"after fine-tuning: exact match {scores['after']['exact_match']:.1%}, answer contained "
+                f"{scores['after']['contains_answer']:.1%}")
+        if "before" in scores:
+            line += (f" (before: {scores['before']['exact_match']:.1%} and "
+                     f"{scores['before']['contains_answer']:.1%})")
+        line += f"\n  {out_dir / 'test-responses.json'}"
+    print(f"{line}\n  {out_dir / 'final_model.pt'} "
           f"(llmfs chat --checkpoint {out_dir / 'final_model.pt'})\n  {out_dir / 'loss.png'}\n"
           f"done in {scores['minutes']:.1f} min")
     return InstructResult(out_dir, model, tokenizer, scores, list(history))

@@ -3,8 +3,11 @@
 Both methods start from an instruction-following model (SmolLM2-135M-Instruct, or one of our
 checkpoints), train either all its weights or LoRA adapters, measure it on *held-out* task
 instances (the "test" split of `llm_from_scratch.tasks`, which training never draws from)
-before, during and after training, and end with `final_model.pt` (LoRA merged in, so every
-command loads it as usual), `scores.json` (before/after per family) and `training.png`.
+before, during and after training (`pipelines/heldout.py`: all 200 questions per family before
+and after, written to heldout-before/after.json and compared question by question; the first 50
+in between, for the curve), and end with `final_model.pt` (LoRA merged in, so every command
+loads it as usual), `scores.json` (before/after per family and the paired table) and
+`training.png`.
 
 Both train through the project's one training loop (`training/trainer.py`): DPO and GRPO are
 *methods* of it (`PolicyMethod` here, `DPOMethod` and `GRPOMethod` in dpo.py and grpo.py) that
@@ -51,7 +54,9 @@ class PolicyConfig(TrainingSettings):
     batch_size: int = 64                 # rows decoded together when sampling
     micro_batch: int = 16                # rows per forward/backward (gradients add up)
     eval_tasks: str = "all"              # held-out families scored before/during/after (""/none: no scoring)
-    eval_examples: int = 50              # held-out questions per family
+    eval_examples: int = 200             # held-out questions per family scored before and after (paired test)
+    eval_curve_examples: int = 50        # the first of them per family, also scored every eval_interval (the curve)
+    eval_seed: int = 0                   # which held-out questions: `llmfs evaluate tasks`'s by default
 
 
 @dataclass
@@ -114,30 +119,6 @@ def prepare_policy(config: PolicyConfig, method: str) -> PreparedPolicy:
     return PreparedPolicy(model, loaded.tokenizer, run_name(c, loaded), out_dir, lora, device)
 
 
-def heldout_instances(config: PolicyConfig) -> list:
-    """The held-out questions scored during the run (the "test" split; seed fixed by the config)."""
-    from llm_from_scratch.pipelines.task_eval import gather_instances
-
-    if not config.eval_tasks or config.eval_tasks == "none":
-        return []
-    return gather_instances(config.eval_tasks, config.eval_examples, split="test", seed=config.seed)
-
-
-def heldout_scorer(instances: list, tokenizer, config: PolicyConfig, context_length: int):
-    """A function model -> {family: greedy pass@1, ...} on `instances` (None when there are none)."""
-    if not instances:
-        return None
-    from llm_from_scratch.evaluation.tasks import evaluate_on_tasks, task_prompts
-
-    max_new_tokens = answer_budget(config, task_prompts(tokenizer, instances), context_length)
-
-    def score(model) -> dict[str, float]:
-        summary, _ = evaluate_on_tasks(model, tokenizer, instances, num_samples=0, greedy=True,
-                                       max_new_tokens=max_new_tokens, batch_size=config.batch_size)
-        return {family: row["greedy"] for family, row in summary.items()}
-    return score
-
-
 def answer_budget(config: PolicyConfig, prompts: list, context_length: int) -> int:
     """The longest answer to sample: `config.max_new_tokens`, or by default 96 tokens or what the
     model's context leaves after the longest prompt (`generation.completions.answer_length`)."""
@@ -156,10 +137,18 @@ class PolicyMethod(TrainingMethod):
     evaluate_at_start = True
     train_mode = False                   # the model stays in eval mode: dropout off, gradients on
 
-    score = None                         # model -> {family: greedy pass@1}, or None (set by run_policy)
+    scorer = None                        # a pipelines.heldout.HeldoutScorer, set by run_policy (None: no scoring)
 
     def evaluate(self, trainer, final: bool) -> dict:
-        return self.score(trainer.model) if self.score is not None else {}
+        """Held-out greedy pass@1 per family: all questions at the start and the end (written to
+        heldout-before/after.json for the paired test), the curve's questions in between."""
+        if self.scorer is None:
+            return {}
+        if trainer.state.step == 0:
+            return self.scorer.full(trainer.model, "before")[0]
+        if final:
+            return self.scorer.full(trainer.model, "after")[0]
+        return self.scorer.partial(trainer.model)
 
 
 def policy_trainer(config: PolicyConfig, prepared: PreparedPolicy, method: PolicyMethod):
@@ -193,11 +182,18 @@ def run_policy(config: PolicyConfig, prepared: PreparedPolicy, method: PolicyMet
                extra_scores: dict | None = None) -> "PolicyResult":
     """Train with `method` on the one training loop, scoring held-out questions before, during and
     after, then merge LoRA and write the files (`finish_policy`). `what` describes the data."""
+    from llm_from_scratch.evaluation.tasks import task_prompts
     from llm_from_scratch.pipelines.common import sigterm_as_ctrl_c
+    from llm_from_scratch.pipelines.heldout import HeldoutScorer, heldout_instances
 
     c, name = config, method.name.lower()
-    heldout = heldout_instances(c)
-    method.score = heldout_scorer(heldout, prepared.tokenizer, c, prepared.model.cfg.context_length)
+    heldout = heldout_instances(c.eval_tasks, c.eval_examples, c.eval_curve_examples, c.eval_seed)
+    method.scorer = None
+    if heldout:
+        budget = answer_budget(c, task_prompts(prepared.tokenizer, heldout), prepared.model.cfg.context_length)
+        method.scorer = HeldoutScorer(heldout, prepared.tokenizer, max_new_tokens=budget, batch_size=c.batch_size,
+                                      curve_examples=c.eval_curve_examples, model_name=prepared.name,
+                                      out_dir=prepared.out_dir, seed=c.eval_seed)
     trainer = policy_trainer(c, prepared, method)
     print(f"llmfs finetune {name}: {prepared.name}, {what}, {describe_training(c, trainer, len(heldout))}; "
           f"output in {prepared.out_dir}")
@@ -219,15 +215,19 @@ def describe_training(config: PolicyConfig, trainer, heldout_count: int) -> str:
 def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: dict | None = None) -> dict[str, Any]:
     """Merge LoRA, write final_model.pt and scores.json; return the scores (before/after per family)."""
     from llm_from_scratch.io.atomic import write_atomically
+    from llm_from_scratch.pipelines.heldout import comparison_scores, heldout_comparison, print_comparison
     from llm_from_scratch.training.checkpoint import save_checkpoint
 
     model, out_dir = prepared.model, prepared.out_dir
     evaluations = trainer.state.evaluations
     scores: dict[str, Any] = {"method": method, "steps": trainer.state.step,
                               "train_minutes": trainer.state.train_seconds / 60, "precision": trainer.precision}
-    if evaluations:
-        scores["before"] = {k: v for k, v in evaluations[0].items() if k != "step"}
-        scores["after"] = {k: v for k, v in evaluations[-1].items() if k != "step"}
+    if evaluations:                      # the curve's questions (the first eval_curve_examples per family)
+        scores["curve_before"] = {k: v for k, v in evaluations[0].items() if k != "step"}
+        scores["curve_after"] = {k: v for k, v in evaluations[-1].items() if k != "step"}
+    comparison = heldout_comparison(out_dir)
+    if comparison is not None:           # every held-out question, before and after, paired
+        scores.update(comparison_scores(comparison))
     scores.update(extra_scores or {})
     if prepared.lora is not None:
         from llm_from_scratch.finetune.lora import merge_lora, save_lora
@@ -238,11 +238,8 @@ def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: 
                                                  "tokenizer": prepared.tokenizer.to_config(),
                                                  "task": {"type": method}, "model_type": prepared.name})
     write_atomically(out_dir / "scores.json", (json.dumps(scores, indent=1) + "\n").encode("utf-8"))
-    if scores.get("before"):
-        print(f"{'held-out greedy pass@1':<24}{'before':>8}{'after':>8}")
-        for family, before in scores["before"].items():
-            after = scores["after"].get(family, float("nan"))
-            print(f"{family:<24}{100 * before:>7.1f}%{100 * after:>7.1f}%")
+    if comparison is not None:
+        print_comparison(comparison, out_dir)
     print(f"  {out_dir / 'final_model.pt'} (llmfs evaluate tasks --checkpoint {out_dir / 'final_model.pt'})\n"
           f"  {out_dir / 'training.png'}\n  {out_dir / 'scores.json'}\n"
           f"trained {trainer.state.step} steps in {trainer.state.train_seconds / 60:.1f} min")

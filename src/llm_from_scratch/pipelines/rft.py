@@ -12,13 +12,19 @@ The simplest way to learn from a checker, and the baseline GRPO and DPO are meas
       -> keep the answers the checker accepts that ended on their own (a truncated answer would
          teach rambling), each distinct answer text once per question
       -> instruction fine-tuning on them (`finetune_instruct`: the one training loop, full weights
-         or LoRA, the same flags), the prompt in the same format the tasks are asked in
+         or LoRA, the same flags), the prompt in the same format the tasks are asked in; every
+         kept answer trains except those of one question in twenty, which validate (split by
+         question, so two answers to one question never sit on both sides)
+      -> held-out greedy pass@1 before and after (`pipelines/heldout.py`, as GRPO and DPO: 200
+         questions per family by default), compared question by question
 
 Where GRPO pushes probability towards a group's better answers and away from its worse ones,
 RFT only imitates the model's own correct answers (Yuan et al., 2023, "Scaling relationship on
 learning mathematical reasoning with large language models"). Its data is written to
-`<out_dir>/rft-data.json` (every kept answer, with its family and question id) and the counts
-per family (questions, samples, correct, kept) to `<out_dir>/rft-counts.json`.
+`<out_dir>/rft-data.json` (the kept answers that train, with their family and question id),
+`rft-validation.json` (those that validate) and the counts per family (questions, samples,
+correct, kept) to `<out_dir>/rft-counts.json`; the held-out answers to `heldout-before.json` and
+`heldout-after.json`, and their paired comparison into `scores.json`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from typing import Any
 
 from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError
+from llm_from_scratch.pipelines.heldout import (HELDOUT_FILES, HeldoutScorer, comparison_scores, heldout_comparison,
+                                                heldout_instances, print_comparison)
 from llm_from_scratch.pipelines.instruct import InstructConfig, InstructResult
 
 
@@ -43,16 +51,21 @@ class RFTConfig(InstructConfig):
     samples_per_question: int = 8        # answers sampled per question, k
     temperature: float = POLICY_SAMPLING_TEMPERATURE
     max_new_tokens: int = 96             # longest sampled answer (and the instruct test answers)
-    sample_batch_size: int = 32          # answers decoded together
-    skip_baseline: bool = True           # the instruct stage's own test split is RFT data: score with
-                                         # `llmfs evaluate tasks` on held-out questions instead
+    sample_batch_size: int = 32          # answers decoded together (sampling and held-out scoring)
+    skip_baseline: bool = True           # (the instruct stage has no test split here: held-out tasks instead)
+    eval_tasks: str = "all"              # held-out families scored before and after (""/none: no scoring)
+    eval_examples: int = 200             # held-out questions per family
+    eval_seed: int = 0                   # which held-out questions: `llmfs evaluate tasks`'s by default
+
+VALIDATION_EVERY = 20                    # one question in this many validates instead of training
 
 
 @dataclass
 class RFTResult:
-    data: Path                           # rft-data.json: the kept answers
+    data: Path                           # rft-data.json: the kept answers that train
     counts: dict[str, dict[str, int]]    # per family: questions, samples, correct, kept
     instruct: InstructResult             # the fine-tuning run (final_model, scores, history)
+    scores: dict[str, Any] | None = None  # held-out before/after per family and the paired table
 
     @property
     def final_model(self) -> Path:
@@ -93,6 +106,15 @@ def rejection_sample(model, tokenizer, instances, *, samples_per_question: int, 
     return entries, counts
 
 
+def split_by_question(entries: list[dict[str, Any]], every: int = VALIDATION_EVERY) -> tuple[list, list]:
+    """(train, validation): the answers of every `every`-th question that has any validate (at
+    least one question's), the rest train; a question's answers all go to one side."""
+    questions = list(dict.fromkeys((e["family"], e["id"]) for e in entries))
+    held = set(questions[::every][:max(1, len(questions) // every)]) if len(questions) > 1 else set()
+    return ([e for e in entries if (e["family"], e["id"]) not in held],
+            [e for e in entries if (e["family"], e["id"]) in held])
+
+
 def finetune_rft(config: RFTConfig) -> RFTResult:
     """Sample, keep the checked-correct answers, fine-tune on them (see the module docstring)."""
     from llm_from_scratch.assets import write_atomically
@@ -111,9 +133,12 @@ def finetune_rft(config: RFTConfig) -> RFTResult:
     loaded = load_start_model(c, auto_device(c.device))
     out_dir = Path(c.out_dir) if c.out_dir else default_out_dir(c, loaded, "rft")
     data_path, counts_path = out_dir / "rft-data.json", out_dir / "rft-counts.json"
+    validation_path = out_dir / "rft-validation.json"
     if c.resume and data_path.exists():     # the data of the run being resumed, not a new sample
-        entries = json.loads(data_path.read_text(encoding="utf-8"))
+        train = json.loads(data_path.read_text(encoding="utf-8"))
+        validation = json.loads(validation_path.read_text(encoding="utf-8"))
         counts = json.loads(counts_path.read_text(encoding="utf-8"))
+        entries = train + validation
     else:
         print(f"llmfs finetune rft: {loaded.name}, {len(instances)} training questions ({c.tasks}), "
               f"{c.samples_per_question} answers each at temperature {c.temperature}")
@@ -122,9 +147,10 @@ def finetune_rft(config: RFTConfig) -> RFTResult:
             loaded.model, loaded.tokenizer, instances, samples_per_question=c.samples_per_question,
             temperature=c.temperature, max_new_tokens=c.max_new_tokens, batch_size=c.sample_batch_size,
             seed=c.seed, style=c.style, progress=c.progress)
+        train, validation = split_by_question(entries)
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(data_path, (json.dumps(entries, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-        write_atomically(counts_path, (json.dumps(counts, indent=1) + "\n").encode("utf-8"))
+        for path, value in ((data_path, train), (validation_path, validation), (counts_path, counts)):
+            write_atomically(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     for family, row in counts.items():
         print(f"  {family:<16} {row['questions']:>5} questions  {row['correct']:>6} of {row['samples']} answers "
               f"correct  {row['kept']:>5} kept")
@@ -132,9 +158,40 @@ def finetune_rft(config: RFTConfig) -> RFTResult:
         raise PipelineError(f"only {len(entries)} correct answers to learn from (of {counts['all']['samples']} "
                             "sampled): use easier tasks (--difficulty 1), more --questions or "
                             "--samples_per_question, or a stronger start model")
+    scorer = heldout_scorer(c, loaded, out_dir)
+    if scorer is not None and not (c.resume and (out_dir / HELDOUT_FILES["before"]).is_file()):
+        print(f"held-out questions, before: {len(scorer.instances)}")
+        scorer.full(loaded.model, "before")
     del loaded
     instruct_fields = {f.name for f in fields(InstructConfig)}
     settings = {k: v for k, v in asdict(c).items() if k in instruct_fields}
-    settings.update(data=data_path, out_dir=out_dir)
+    settings.update(data=data_path, validation_data=validation_path, out_dir=out_dir)
     result = finetune_instruct(InstructConfig(**settings))
-    return RFTResult(data_path, counts, result)
+    scores = None
+    if scorer is not None:
+        result.model.eval()
+        print(f"held-out questions, after: {len(scorer.instances)}")
+        scorer.full(result.model, "after")
+        comparison = heldout_comparison(out_dir)
+        scores = {**result.scores, **comparison_scores(comparison)}
+        write_atomically(out_dir / "scores.json", (json.dumps(scores, indent=1) + "\n").encode("utf-8"))
+        print_comparison(comparison, out_dir)
+    return RFTResult(data_path, counts, result, scores)
+
+
+def heldout_scorer(config: RFTConfig, loaded, out_dir: Path):
+    """The held-out scorer of the run (None with eval_tasks none)."""
+    from llm_from_scratch.evaluation.tasks import task_prompts
+    from llm_from_scratch.generation.completions import answer_length
+
+    c = config
+    instances = heldout_instances(c.eval_tasks, c.eval_examples, c.eval_examples, c.eval_seed)
+    if not instances:
+        return None
+    try:           # max_new_tokens, or what the context leaves after the longest held-out question
+        budget = answer_length(None, task_prompts(loaded.tokenizer, instances, c.style),
+                               loaded.model.cfg.context_length, c.max_new_tokens)
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc
+    return HeldoutScorer(instances, loaded.tokenizer, max_new_tokens=budget, batch_size=c.sample_batch_size,
+                         curve_examples=c.eval_examples, model_name=loaded.name, out_dir=out_dir, seed=c.eval_seed)
