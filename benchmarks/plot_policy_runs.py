@@ -1,10 +1,10 @@
-"""Overlay the curves of several GRPO (or DPO) runs: what an ablation is read from.
+"""Overlay the curves of several GRPO or DPO runs: what an ablation is read from.
 
     .venv/bin/python benchmarks/plot_policy_runs.py --out docs/24-grpo-ablations.png \\
         "lr 1e-5, T 0.8=checkpoints/abl-c0" "lr 3e-6=checkpoints/abl-lr3e-6" ...
 
 Each argument is LABEL=RUN_DIR (a run's output folder, holding its log.jsonl). One panel per
-logged figure (`--keys`), a line per run: the per-step values faint, their rolling mean over
+logged figure (`--keys`; GRPO's by default, for DPO e.g. `--keys loss,reward_accuracy,reward_margin`), a line per run: the per-step values faint, their rolling mean over
 `--window` steps solid (a step's accuracy rests on 64 answers, so one step moves by about 6
 points by chance). A table of each figure's mean over the first and the last third of the steps
 is printed, in the order the runs were given.
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{item!r}: give LABEL=RUN_DIR")
         runs.append((label, read_log(folder)[:args.steps]))
     keys = [k for k in args.keys.split(",") if any(k in r for _, log in runs for r in log)]
+    if not keys:
+        logged = sorted({k for _, log in runs for r in log for k in r if k != "step"})
+        raise SystemExit(f"none of --keys {args.keys} is in the logs; they hold: {', '.join(logged)}")
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"GRPO runs: per step (faint) and {args.window}-step rolling mean")
+    fig.suptitle(f"per step (faint) and {args.window}-step rolling mean")
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

@@ -70,11 +70,19 @@ def test_a_grpo_run_scores_all_questions_before_and_after_and_the_curve_in_betwe
     assert code == 0 and "addition" in stdout and "compare" in stdout, stderr
 
 
-def test_a_run_stopped_before_its_end_has_no_comparison(tmp_path):
-    from llm_from_scratch.pipelines.heldout import heldout_comparison
+def test_no_comparison_without_both_ends_or_with_an_end_of_another_step(tmp_path):
+    from llm_from_scratch.pipelines.heldout import HeldoutScorer, heldout_comparison
+    from llm_from_scratch.pipelines.task_eval import gather_instances
 
-    (tmp_path / "heldout-before.json").write_text(json.dumps({"records": []}))
-    assert heldout_comparison(tmp_path) is None
+    scorer = HeldoutScorer(gather_instances("addition", 2), None, max_new_tokens=8, batch_size=2, curve_examples=1,
+                           model_name="m", out_dir=tmp_path)
+    records = [{"family": "addition", "id": i, "greedy_correct": True} for i in range(2)]
+    assert heldout_comparison(None, 3) is None
+    (tmp_path / "heldout-before.json").write_text(json.dumps({"step": 0, "records": records}))
+    assert heldout_comparison(scorer, 3) is None                        # stopped before its end
+    (tmp_path / "heldout-after.json").write_text(json.dumps({"step": 2, "records": records}))
+    assert heldout_comparison(scorer, 3) is None                        # an older end: not this run's
+    assert heldout_comparison(scorer, 2)["addition"]["n"] == 2
 
 
 def test_bad_sizes_are_clear_errors():
@@ -109,3 +117,89 @@ def test_instruction_loaders_with_a_validation_set_train_on_every_entry():
     _, _, splits = instruction_loaders(entries, tokenizer, get_prompt_style("alpaca"), batch_size=2,
                                        validation=entries[:1])
     assert splits.train == entries and splits.validation == entries[:1] and splits.test == []
+
+
+def _grpo(base_checkpoint, out_dir, **changes):
+    from llm_from_scratch.pipelines import GRPOConfig
+    settings = dict(checkpoint=base_checkpoint, tasks="addition", prompts_per_step=2, group_size=4, max_steps=2,
+                    max_new_tokens=6, eval_tasks="addition", eval_examples=4, eval_curve_examples=2, out_dir=out_dir,
+                    lr=1e-2, progress=False, precision="fp32", seed=5, grade_truncated=True)
+    return GRPOConfig(**{**settings, **changes})
+
+
+def test_a_resumed_run_scores_the_end_it_missed_and_refuses_other_questions(base_checkpoint, tmp_path, fake_rewards):
+    from llm_from_scratch.pipelines import PipelineError, finetune_grpo
+
+    out = tmp_path / "run"
+    first = finetune_grpo(_grpo(base_checkpoint, out))
+    (out / "heldout-after.json").unlink()           # as if Ctrl-C came during the final scoring
+    again = finetune_grpo(_grpo(base_checkpoint, out, resume=True))   # "Nothing to do", then the missed scoring
+    assert json.loads((out / "heldout-after.json").read_text())["step"] == 2
+    assert again.scores["paired"]["addition"] == first.scores["paired"]["addition"]
+    with pytest.raises(PipelineError, match="resume with the run's own"):
+        finetune_grpo(_grpo(base_checkpoint, out, resume=True, max_steps=3, eval_examples=5))
+
+
+def test_a_bad_scoring_setting_fails_before_any_sampling(base_checkpoint, tmp_path, monkeypatch):
+    import llm_from_scratch.pipelines.dpo as dpo
+    from llm_from_scratch.pipelines import DPOConfig, PipelineError, finetune_dpo
+
+    monkeypatch.setattr(dpo, "on_policy_pairs", lambda *a, **k: pytest.fail("sampled before checking the settings"))
+    with pytest.raises(PipelineError, match="eval_examples must be at least 1"):
+        finetune_dpo(DPOConfig(checkpoint=base_checkpoint, tasks="addition", eval_examples=0, out_dir=tmp_path / "d",
+                               progress=False))
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence", "constant"])
+def test_grpo_micro_batches_add_up_to_the_whole_batchs_gradient(base_checkpoint, fake_rewards, aggregation):
+    """One step's gradient with micro-batches of 2 rows equals the one of a single 8-row pass."""
+    import contextlib
+
+    import torch
+
+    from llm_from_scratch.loading import load_model
+    from llm_from_scratch.pipelines.grpo import GRPOMethod, training_questions
+
+    class Recorder:                                  # what train_step needs of the trainer
+        device = "cpu"
+
+        def __init__(self, model):
+            self.model, self.grads = model, None
+
+        def autocast(self):
+            return contextlib.nullcontext()
+
+        def backward(self, loss):
+            loss.backward()
+
+        def update(self):
+            self.grads = {n: p.grad.clone() for n, p in self.model.named_parameters() if p.grad is not None}
+            self.model.zero_grad(set_to_none=True)
+
+    grads = []
+    for micro_batch in (8, 2):
+        loaded = load_model(checkpoint=base_checkpoint, device="cpu")
+        config = _grpo(base_checkpoint, None, aggregation=aggregation, micro_batch=micro_batch, batch_size=8)
+        method = GRPOMethod(loaded.model.eval(), loaded.tokenizer, config, training_questions(config))
+        recorder = Recorder(loaded.model)
+        metrics = method.train_step(recorder, 0)
+        assert 0 < metrics["accuracy"] < 1           # the stand-in checker gives the step some signal
+        grads.append(recorder.grads)
+    whole, parts = grads
+    assert set(whole) == set(parts)
+    for name in whole:                               # fp32; the sums differ only by their order
+        assert torch.allclose(parts[name], whole[name], rtol=1e-4, atol=1e-6), name
+
+
+
+def test_finetune_instruct_with_a_validation_file_trains_on_all_of_its_data(base_checkpoint, tmp_path, capsys):
+    data = [{"instruction": f"Repeat {i}", "input": "", "output": str(i)} for i in range(12)]
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    (tmp_path / "val.json").write_text(json.dumps(data[:2]))
+    out = tmp_path / "instruct"
+    code, stdout, err = run_cli(capsys, "finetune", "instruct", "--checkpoint", base_checkpoint, "--data",
+                                tmp_path / "train.json", "--validation_data", tmp_path / "val.json", "--max_steps", 2,
+                                "--out_dir", out, "--no-progress", "--precision", "fp32")
+    assert code == 0, err
+    assert "12 train / 2 validation / 0 test entries" in stdout and "trained on all 12 entries" in stdout
+    assert (out / "final_model.pt").exists() and not (out / "test-responses.json").exists()

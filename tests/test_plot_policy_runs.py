@@ -36,3 +36,11 @@ def test_bad_arguments_say_what_to_give(tmp_path):
         plot.main([str(tmp_path), "--out", str(tmp_path / "o.png")])
     with pytest.raises(SystemExit, match="no .*log.jsonl"):
         plot.read_log(tmp_path)
+
+
+def test_keys_no_run_logged_are_named_with_what_is_there(tmp_path):
+    run = tmp_path / "dpo"
+    run.mkdir()
+    (run / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 0.69, "reward_accuracy": 0.5}) + "\n")
+    with pytest.raises(SystemExit, match="loss, reward_accuracy"):
+        plot.main(["dpo=" + str(run), "--out", str(tmp_path / "o.png")])

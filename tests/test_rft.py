@@ -79,3 +79,29 @@ def test_rft_with_nothing_correct_says_what_to_change(base_checkpoint, tmp_path,
     with pytest.raises(PipelineError, match="only 0 correct answers"):
         finetune_rft(RFTConfig(checkpoint=base_checkpoint, tasks="addition", questions=4, samples_per_question=1,
                                out_dir=tmp_path / "none", progress=False))
+
+
+def test_rft_resumes_a_run_whose_data_has_no_validation_file_yet(base_checkpoint, tmp_path, capsys, fabricated):
+    out = tmp_path / "rft"
+    flags = ["finetune", "rft", "--checkpoint", base_checkpoint, "--tasks", "addition", "--questions", 8,
+             "--samples_per_question", 5, "--max_new_tokens", 8, "--max_steps", 2, "--out_dir", out,
+             "--precision", "fp32", "--no-progress", "--eval_tasks", "none"]
+    code, _, stderr = run_cli(capsys, *flags)
+    assert code == 0, stderr
+    every = json.loads((out / "rft-data.json").read_text()) + json.loads((out / "rft-validation.json").read_text())
+    (out / "rft-data.json").write_text(json.dumps(every))           # a run from before the split
+    (out / "rft-validation.json").unlink()
+    code, _, stderr = run_cli(capsys, *flags, "--resume")
+    assert code == 0, stderr
+    train = json.loads((out / "rft-data.json").read_text())
+    validation = json.loads((out / "rft-validation.json").read_text())
+    assert len(train) + len(validation) == 16 and validation
+    assert not {e["id"] for e in train} & {e["id"] for e in validation}
+
+
+def test_rft_with_one_question_says_it_cannot_validate(base_checkpoint, tmp_path, fabricated):
+    from llm_from_scratch.pipelines import PipelineError, RFTConfig, finetune_rft
+
+    with pytest.raises(PipelineError, match="2 questions"):
+        finetune_rft(RFTConfig(checkpoint=base_checkpoint, tasks="addition", questions=1, samples_per_question=5,
+                               max_new_tokens=8, eval_tasks="none", out_dir=tmp_path / "one", progress=False))

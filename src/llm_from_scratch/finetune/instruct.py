@@ -56,9 +56,14 @@ def instruction_loaders(entries: Sequence[Mapping[str, Any]], tokenizer, style: 
         splits = InstructionSplits(train=list(entries), validation=list(validation), test=[])
     else:
         splits = split_instruction_data(list(entries))
+    if validation is not None and not splits.validation:
+        raise ValueError("the validation set is empty: give at least one entry to validate on")
     if not splits.train or not splits.validation:
         raise ValueError(f"{len(entries)} entries are too few to split 85/5/10 into non-empty parts; "
                          "use at least 20")
+    if len(splits.train) < batch_size:   # the training loader drops an incomplete last batch
+        raise ValueError(f"{len(splits.train)} training entries are fewer than one batch of {batch_size}: "
+                         "give more data or a smaller --batch_size")
     pad = tokenizer.eot_id if tokenizer.eot_id is not None else 0
     options = dict(tokenizer=tokenizer, batch_size=batch_size, style=style, mask_prompt=mask_prompt,
                    allowed_max_length=allowed_max_length, pad_token_id=pad)

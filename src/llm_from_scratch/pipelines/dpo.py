@@ -29,7 +29,7 @@ from typing import Any
 from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError
 from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyMethod, PolicyResult, frozen_reference,
-                                               prepare_policy, run_policy)
+                                               policy_scorer, prepare_policy, run_policy)
 
 DPOResult = PolicyResult
 
@@ -199,6 +199,7 @@ def finetune_dpo(config: DPOConfig) -> DPOResult:
         if getattr(c, name) < 1:
             raise PipelineError(f"{name} must be at least 1, got {getattr(c, name)}")
     prepared = prepare_policy(c, "dpo")
+    scorer = policy_scorer(c, prepared)           # before the sampling: a bad setting fails at once
     model, tokenizer, out_dir = prepared.model, prepared.tokenizer, prepared.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {}
@@ -224,4 +225,5 @@ def finetune_dpo(config: DPOConfig) -> DPOResult:
     except (ValueError, FileNotFoundError) as exc:
         raise PipelineError(str(exc)) from exc
     method = DPOMethod(model, tokenizer, pairs, c, frozen_reference(prepared))
-    return run_policy(c, prepared, method, f"{len(pairs)} pairs, {c.pairs_per_step} per step, beta {c.beta}", extra)
+    return run_policy(c, prepared, method, f"{len(pairs)} pairs, {c.pairs_per_step} per step, beta {c.beta}", extra,
+                      scorer)

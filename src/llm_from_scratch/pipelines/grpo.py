@@ -90,8 +90,10 @@ def check_grpo_config(c: GRPOConfig) -> None:
         raise PipelineError(f"GRPO samples its answers: give --temperature > 0 (default {POLICY_SAMPLING_TEMPERATURE})")
     if c.kl_coef < 0 or c.clip_eps <= 0:
         raise PipelineError("kl_coef must be >= 0 and clip_eps > 0")
-    if c.aggregation not in ("token", "sequence", "constant"):
-        raise PipelineError(f"aggregation must be token, sequence or constant, got {c.aggregation!r}")
+    from llm_from_scratch.finetune.grpo import AGGREGATIONS
+
+    if c.aggregation not in AGGREGATIONS:
+        raise PipelineError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {c.aggregation!r}")
 
 
 QUESTION_POOL = 512   # training questions per family at most: a longer run takes them again, in order

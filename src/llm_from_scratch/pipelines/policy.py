@@ -144,10 +144,11 @@ class PolicyMethod(TrainingMethod):
         heldout-before/after.json for the paired test), the curve's questions in between."""
         if self.scorer is None:
             return {}
+        write = trainer.dist.is_main     # under DDP every rank scores, the main one writes
         if trainer.state.step == 0:
-            return self.scorer.full(trainer.model, "before")[0]
+            return self.scorer.full(trainer.model, "before", 0, write=write)[0]
         if final:
-            return self.scorer.full(trainer.model, "after")[0]
+            return self.scorer.full(trainer.model, "after", trainer.state.step, write=write)[0]
         return self.scorer.partial(trainer.model)
 
 
@@ -178,28 +179,47 @@ def frozen_reference(prepared: PreparedPolicy):
     return None if prepared.lora is not None else copy.deepcopy(prepared.model).eval().requires_grad_(False)
 
 
+def policy_scorer(config: PolicyConfig, prepared: PreparedPolicy):
+    """The run's held-out scorer (`pipelines/heldout.py`; None with --eval_tasks none). Made
+    before any sampling, so that a bad setting fails at once; on --resume it checks that the
+    start model's answers already written were scored the same way."""
+    from llm_from_scratch.pipelines.heldout import HeldoutScorer, heldout_budget, heldout_instances
+
+    c = config
+    heldout = heldout_instances(c.eval_tasks, c.eval_examples, c.eval_curve_examples, c.eval_seed)
+    if not heldout:
+        return None
+    scorer = HeldoutScorer(heldout, prepared.tokenizer, batch_size=c.batch_size, curve_examples=c.eval_curve_examples,
+                           max_new_tokens=heldout_budget(prepared.tokenizer, heldout,
+                                                         prepared.model.cfg.context_length),
+                           model_name=prepared.name, out_dir=prepared.out_dir, seed=c.eval_seed)
+    if c.resume:
+        scorer.check_resumable()
+    return scorer
+
+
 def run_policy(config: PolicyConfig, prepared: PreparedPolicy, method: PolicyMethod, what: str,
-               extra_scores: dict | None = None) -> "PolicyResult":
+               extra_scores: dict | None = None, scorer=None) -> "PolicyResult":
     """Train with `method` on the one training loop, scoring held-out questions before, during and
-    after, then merge LoRA and write the files (`finish_policy`). `what` describes the data."""
-    from llm_from_scratch.evaluation.tasks import task_prompts
+    after, then merge LoRA and write the files (`finish_policy`). `what` describes the data;
+    `scorer`: the run's `policy_scorer` if the stage made it already."""
     from llm_from_scratch.pipelines.common import sigterm_as_ctrl_c
-    from llm_from_scratch.pipelines.heldout import HeldoutScorer, heldout_instances
 
     c, name = config, method.name.lower()
-    heldout = heldout_instances(c.eval_tasks, c.eval_examples, c.eval_curve_examples, c.eval_seed)
-    method.scorer = None
-    if heldout:
-        budget = answer_budget(c, task_prompts(prepared.tokenizer, heldout), prepared.model.cfg.context_length)
-        method.scorer = HeldoutScorer(heldout, prepared.tokenizer, max_new_tokens=budget, batch_size=c.batch_size,
-                                      curve_examples=c.eval_curve_examples, model_name=prepared.name,
-                                      out_dir=prepared.out_dir, seed=c.eval_seed)
+    method.scorer = scorer if scorer is not None else policy_scorer(c, prepared)
     trainer = policy_trainer(c, prepared, method)
-    print(f"llmfs finetune {name}: {prepared.name}, {what}, {describe_training(c, trainer, len(heldout))}; "
+    count = len(method.scorer.instances) if method.scorer is not None else 0
+    print(f"llmfs finetune {name}: {prepared.name}, {what}, {describe_training(c, trainer, count)}; "
           f"output in {prepared.out_dir}")
     with sigterm_as_ctrl_c():
         history = trainer.train()
-    scores = finish_policy(prepared, trainer, name, extra_scores)
+        after = method.scorer.written("after") if method.scorer is not None else None
+        if method.scorer is not None and trainer.dist.is_main and (after is None or
+                                                                    after.get("step") != trainer.state.step):
+            # a run resumed after its last step, whose final scoring was interrupted (or never ran)
+            print("held-out questions, after: scoring the final model")
+            method.scorer.full(prepared.model, "after", trainer.state.step)
+    scores = finish_policy(prepared, trainer, name, extra_scores, method.scorer)
     return PolicyResult(prepared.out_dir, prepared.model, prepared.tokenizer, scores, list(history))
 
 
@@ -212,7 +232,8 @@ def describe_training(config: PolicyConfig, trainer, heldout_count: int) -> str:
             f"{heldout_count} questions; {trainer.precision_choice.describe()}")
 
 
-def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: dict | None = None) -> dict[str, Any]:
+def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: dict | None = None,
+                  scorer=None) -> dict[str, Any]:
     """Merge LoRA, write final_model.pt and scores.json; return the scores (before/after per family)."""
     from llm_from_scratch.io.atomic import write_atomically
     from llm_from_scratch.pipelines.heldout import comparison_scores, heldout_comparison, print_comparison
@@ -225,7 +246,7 @@ def finish_policy(prepared: PreparedPolicy, trainer, method: str, extra_scores: 
     if evaluations:                      # the curve's questions (the first eval_curve_examples per family)
         scores["curve_before"] = {k: v for k, v in evaluations[0].items() if k != "step"}
         scores["curve_after"] = {k: v for k, v in evaluations[-1].items() if k != "step"}
-    comparison = heldout_comparison(out_dir)
+    comparison = heldout_comparison(scorer, trainer.state.step)
     if comparison is not None:           # every held-out question, before and after, paired
         scores.update(comparison_scores(comparison))
     scores.update(extra_scores or {})

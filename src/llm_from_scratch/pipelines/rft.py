@@ -36,8 +36,8 @@ from typing import Any
 
 from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError
-from llm_from_scratch.pipelines.heldout import (HELDOUT_FILES, HeldoutScorer, comparison_scores, heldout_comparison,
-                                                heldout_instances, print_comparison)
+from llm_from_scratch.pipelines.heldout import (HELDOUT_FILES, HeldoutScorer, comparison_scores, heldout_budget,
+                                                heldout_comparison, heldout_instances, print_comparison)
 from llm_from_scratch.pipelines.instruct import InstructConfig, InstructResult
 
 
@@ -50,7 +50,7 @@ class RFTConfig(InstructConfig):
     questions: int = 64                  # training questions per family
     samples_per_question: int = 8        # answers sampled per question, k
     temperature: float = POLICY_SAMPLING_TEMPERATURE
-    max_new_tokens: int = 96             # longest sampled answer (and the instruct test answers)
+    max_new_tokens: int = 96             # longest sampled answer
     sample_batch_size: int = 32          # answers decoded together (sampling and held-out scoring)
     skip_baseline: bool = True           # (the instruct stage has no test split here: held-out tasks instead)
     eval_tasks: str = "all"              # held-out families scored before and after (""/none: no scoring)
@@ -108,9 +108,10 @@ def rejection_sample(model, tokenizer, instances, *, samples_per_question: int, 
 
 def split_by_question(entries: list[dict[str, Any]], every: int = VALIDATION_EVERY) -> tuple[list, list]:
     """(train, validation): the answers of every `every`-th question that has any validate (at
-    least one question's), the rest train; a question's answers all go to one side."""
+    least one question's: the last one's when there are fewer than `every`), the rest train; a
+    question's answers all go to one side. A single question cannot be split: all of it trains."""
     questions = list(dict.fromkeys((e["family"], e["id"]) for e in entries))
-    held = set(questions[::every][:max(1, len(questions) // every)]) if len(questions) > 1 else set()
+    held = set(questions[every - 1::every] or questions[-1:]) if len(questions) > 1 else set()
     return ([e for e in entries if (e["family"], e["id"]) not in held],
             [e for e in entries if (e["family"], e["id"]) in held])
 
@@ -130,14 +131,21 @@ def finetune_rft(config: RFTConfig) -> RFTResult:
         raise PipelineError("rejection sampling needs several different answers: --temperature > 0")
     instances = gather_instances(c.tasks, c.questions, split="train", seed=c.seed, difficulty=c.difficulty,
                                  interleave=True)
+    heldout = heldout_instances(c.eval_tasks, c.eval_examples, c.eval_examples, c.eval_seed)   # fails early
     loaded = load_start_model(c, auto_device(c.device))
     out_dir = Path(c.out_dir) if c.out_dir else default_out_dir(c, loaded, "rft")
     data_path, counts_path = out_dir / "rft-data.json", out_dir / "rft-counts.json"
     validation_path = out_dir / "rft-validation.json"
+    scorer = heldout_scorer(c, heldout, loaded, out_dir)
     if c.resume and data_path.exists():     # the data of the run being resumed, not a new sample
         train = json.loads(data_path.read_text(encoding="utf-8"))
-        validation = json.loads(validation_path.read_text(encoding="utf-8"))
         counts = json.loads(counts_path.read_text(encoding="utf-8"))
+        if validation_path.exists():
+            validation = json.loads(validation_path.read_text(encoding="utf-8"))
+        else:                                # a run from before the validation file: split its data now
+            train, validation = split_by_question(train)
+            write_atomically(data_path, (json.dumps(train, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+            write_atomically(validation_path, (json.dumps(validation, indent=1, ensure_ascii=False) + "\n").encode())
         entries = train + validation
     else:
         print(f"llmfs finetune rft: {loaded.name}, {len(instances)} training questions ({c.tasks}), "
@@ -149,16 +157,18 @@ def finetune_rft(config: RFTConfig) -> RFTResult:
             seed=c.seed, style=c.style, progress=c.progress)
         train, validation = split_by_question(entries)
         out_dir.mkdir(parents=True, exist_ok=True)
-        for path, value in ((data_path, train), (validation_path, validation), (counts_path, counts)):
+        # the data last: a run resumes from its data only when the other two are there as well
+        for path, value in ((validation_path, validation), (counts_path, counts), (data_path, train)):
             write_atomically(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     for family, row in counts.items():
         print(f"  {family:<16} {row['questions']:>5} questions  {row['correct']:>6} of {row['samples']} answers "
               f"correct  {row['kept']:>5} kept")
-    if len(entries) < 10:
-        raise PipelineError(f"only {len(entries)} correct answers to learn from (of {counts['all']['samples']} "
-                            "sampled): use easier tasks (--difficulty 1), more --questions or "
+    if len(entries) < 10 or not validation:
+        questions = len({(e["family"], e["id"]) for e in entries})
+        raise PipelineError(f"only {len(entries)} correct answers to {questions} questions to learn from (of "
+                            f"{counts['all']['samples']} sampled; at least 10 answers to 2 questions are needed, one "
+                            "question's to validate): use easier tasks (--difficulty 1), more --questions or "
                             "--samples_per_question, or a stronger start model")
-    scorer = heldout_scorer(c, loaded, out_dir)
     if scorer is not None and not (c.resume and (out_dir / HELDOUT_FILES["before"]).is_file()):
         print(f"held-out questions, before: {len(scorer.instances)}")
         scorer.full(loaded.model, "before")
@@ -172,26 +182,23 @@ def finetune_rft(config: RFTConfig) -> RFTResult:
         result.model.eval()
         print(f"held-out questions, after: {len(scorer.instances)}")
         scorer.full(result.model, "after")
-        comparison = heldout_comparison(out_dir)
+        comparison = heldout_comparison(scorer, 0)
         scores = {**result.scores, **comparison_scores(comparison)}
         write_atomically(out_dir / "scores.json", (json.dumps(scores, indent=1) + "\n").encode("utf-8"))
         print_comparison(comparison, out_dir)
     return RFTResult(data_path, counts, result, scores)
 
 
-def heldout_scorer(config: RFTConfig, loaded, out_dir: Path):
-    """The held-out scorer of the run (None with eval_tasks none)."""
-    from llm_from_scratch.evaluation.tasks import task_prompts
-    from llm_from_scratch.generation.completions import answer_length
-
+def heldout_scorer(config: RFTConfig, instances: list, loaded, out_dir: Path):
+    """The held-out scorer of the run (None with eval_tasks none): `evaluate tasks`'s budget, the
+    run's prompt style; on --resume, the start model's answers must be of the same settings."""
     c = config
-    instances = heldout_instances(c.eval_tasks, c.eval_examples, c.eval_examples, c.eval_seed)
     if not instances:
         return None
-    try:           # max_new_tokens, or what the context leaves after the longest held-out question
-        budget = answer_length(None, task_prompts(loaded.tokenizer, instances, c.style),
-                               loaded.model.cfg.context_length, c.max_new_tokens)
-    except ValueError as exc:
-        raise PipelineError(str(exc)) from exc
-    return HeldoutScorer(instances, loaded.tokenizer, max_new_tokens=budget, batch_size=c.sample_batch_size,
-                         curve_examples=c.eval_examples, model_name=loaded.name, out_dir=out_dir, seed=c.eval_seed)
+    scorer = HeldoutScorer(instances, loaded.tokenizer, batch_size=c.sample_batch_size, curve_examples=c.eval_examples,
+                           max_new_tokens=heldout_budget(loaded.tokenizer, instances, loaded.model.cfg.context_length,
+                                                         c.style),
+                           model_name=loaded.name, out_dir=out_dir, seed=c.eval_seed, style=c.style)
+    if c.resume:
+        scorer.check_resumable()
+    return scorer
