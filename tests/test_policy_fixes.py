@@ -249,3 +249,14 @@ def test_final_eval_tokens_none_means_the_whole_split_and_bad_values_are_clear()
     assert trainer.method.final_eval_tokens is None          # None: the earlier spelling of "all"
     with pytest.raises(ValueError, match="final_eval_tokens must be"):
         GPTTrainer(model, *loaders, max_steps=2, final_eval_tokens="ALL", progress=False)
+
+
+def test_each_method_has_its_own_full_weights_learning_rate_and_the_help_says_it():
+    from llm_from_scratch.cli.finetune import policy_lr_help
+    from llm_from_scratch.pipelines import DPOConfig, GRPOConfig
+    from llm_from_scratch.pipelines.policy import default_lr
+
+    assert default_lr(GRPOConfig()) == 1e-5 and default_lr(DPOConfig()) == 2e-6     # chosen by ablation (docs 22)
+    assert default_lr(GRPOConfig(lora=True)) == default_lr(DPOConfig(lora=True)) == 2e-4
+    assert default_lr(GRPOConfig(lr=3e-3)) == 3e-3
+    assert "1e-05 for all weights" in policy_lr_help(GRPOConfig) and "2e-06 for all weights" in policy_lr_help(DPOConfig)

@@ -145,7 +145,9 @@ def _add_classify(tasks) -> None:
     p.set_defaults(handler=run_classify)
 
 
-POLICY_LR_HELP = "peak learning rate (default 2e-4 with --lora, 2e-6 for all weights)"
+def policy_lr_help(config_class) -> str:
+    from llm_from_scratch.pipelines.policy import LORA_LR
+    return f"peak learning rate (default {LORA_LR:g} with --lora, {config_class.FULL_WEIGHTS_LR:g} for all weights)"
 
 
 def _add_dpo(tasks) -> None:
@@ -163,7 +165,7 @@ def _add_dpo(tasks) -> None:
     add_flag(p, "beta", type=float, default=DPOConfig.beta,
              help="DPO's beta: larger keeps the model nearer the reference (default %(default)s)")
     add_flag(p, "pairs_per_step", type=int, default=DPOConfig.pairs_per_step)
-    add_training_flags(p, DPOConfig, POLICY_LR_HELP)
+    add_training_flags(p, DPOConfig, policy_lr_help(DPOConfig))
     p.set_defaults(handler=run_dpo)
 
 
@@ -193,7 +195,7 @@ def _add_grpo(tasks) -> None:
     add_flag(p, "aggregation", default=c.aggregation, choices=["token", "sequence", "constant"],
              help="how token losses average: over the batch's answer tokens (token, default), per answer first "
                   "(sequence), or summed and divided by answers x --max_new_tokens (constant: Dr. GRPO)")
-    add_training_flags(p, GRPOConfig, POLICY_LR_HELP)
+    add_training_flags(p, GRPOConfig, policy_lr_help(GRPOConfig))
     p.set_defaults(handler=run_grpo)
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError
@@ -55,6 +56,8 @@ GRPOResult = PolicyResult
 @dataclass
 class GRPOConfig(PolicyConfig):
     """The settings of `finetune_grpo`: `PolicyConfig`'s plus the questions, the groups and the loss."""
+
+    FULL_WEIGHTS_LR: ClassVar[float] = 1e-5   # ablation (docs 22): 3e-6 moved nothing in 10 steps
 
     tasks: str = "count_letters"         # training families (comma-separated) or "all"
     difficulty: int | None = None        # 1-3 (None: each family's mix)
