@@ -1,6 +1,6 @@
 """Overlay the curves of several GRPO or DPO runs: what an ablation is read from.
 
-    .venv/bin/python benchmarks/plot_policy_runs.py --out docs/24-grpo-ablations.png \\
+    .venv/bin/python benchmarks/plot_policy_runs.py --out docs/images/22-grpo-ablations.png \\
         "lr 1e-5, T 0.8=checkpoints/abl-c0" "lr 3e-6=checkpoints/abl-lr3e-6" ...
 
 Each argument is LABEL=RUN_DIR (a run's output folder, holding its log.jsonl). One panel per

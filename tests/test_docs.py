@@ -35,3 +35,30 @@ def test_snippets_run(page, capsys):
             exec(compile(code, f"{page.name}[snippet {i}]", "exec"), namespace)
         except Exception as exc:
             raise AssertionError(f"{page.name}, snippet {i} failed: {exc!r}\n{code}") from exc
+
+
+PICTURE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_every_picture_a_page_shows_is_kept_in_the_repository():
+    """A page's `![...](file)` must name a file that exists and that git does not ignore.
+
+    `.gitignore` ignores PNGs outside `docs/images/`: a picture written beside its page shows
+    on the machine that drew it and is missing from every clone (it happened to pages 21 and 22)."""
+    import subprocess
+
+    repo = DOCS.parent
+    missing, ignored = [], []
+    for page in sorted(DOCS.glob("*.md")) + [repo / "README.md"]:
+        for target in PICTURE.findall(page.read_text(encoding="utf-8")):
+            if "://" in target:
+                continue
+            path = (page.parent / target).resolve()
+            if not path.is_file():
+                missing.append(f"{page.name}: {target}")
+                continue
+            check = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=repo, capture_output=True)
+            if check.returncode == 0:            # 0: ignored; 1: not ignored; 128: not a git checkout
+                ignored.append(f"{page.name}: {target}")
+    assert not missing, f"pictures that do not exist: {missing}"
+    assert not ignored, f"pictures git ignores (put them in docs/images/): {ignored}"

@@ -20,7 +20,8 @@ The SMS Spam Collection is prepared as in the material: all 5,574 messages, ham 
 the 747 spam, a seeded 70/10/20 split. A single CSV of your own is split the same way; a folder
 with train.csv, validation.csv and test.csv is used as it is.
 
-DPO and GRPO score held-out task questions before, during and after training.
+DPO, GRPO and RFT score held-out task questions before and after training (DPO and GRPO also
+during it), on the same questions, with a paired test per family.
 
 The work is done by `llm_from_scratch.pipelines.finetune_instruct`, `.finetune_classifier`,
 `.finetune_dpo` and `.finetune_grpo`:
@@ -60,7 +61,7 @@ TRAINING_FLAG_HELP = {
     "micro_batch": "rows per forward/backward pass (gradients add up)",
     "eval_interval": "steps between evaluations (default: sized to the run)",
     "eval_batches": "batches per evaluation (default: sized to the run)",
-    "eval_tasks": "held-out families scored before/during/after (all, a list, none)",
+    "eval_tasks": "held-out families scored before and after training, DPO/GRPO also during (all, a list, none)",
     "eval_examples": "held-out questions per family, scored before and after (paired test)",
     "eval_curve_examples": "of those, per family, also scored every --eval_interval steps (the curve)",
     "eval_seed": "which held-out questions (0: those of llmfs evaluate tasks)",
