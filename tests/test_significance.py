@@ -104,3 +104,49 @@ def test_the_task_table_shows_the_vote_interval_too():
     header, row = table.splitlines()
     assert "greedy 95%" in header and "vote 95%" in header
     assert row.index("[23.7, 76.3]") < row.index("[72.2, 100.0]")      # wilson_interval(10, 10) = [0.7225, 1]
+
+
+def test_compare_methods_names_the_best_run_per_family_and_tests_it_against_the_runner_up():
+    from llm_from_scratch.evaluation.significance import compare_methods, format_methods
+
+    start = _records("addition", [False] * 20) + _records("count", [False] * 10, 100)
+    # addition: "a" right on 12 of 20, "b" on 2 (both also right where the other is): a beats b, 10 to 0
+    a = _records("addition", [True] * 12 + [False] * 8) + _records("count", [True] * 3 + [False] * 7, 100)
+    b = _records("addition", [True] * 2 + [False] * 18) + _records("count", [True] * 4 + [False] * 6, 100)
+    table = compare_methods(start, {"a": a, "b": b})
+    add = table["addition"]
+    assert (add["best"], add["runner_up"]) == ("a", "b") and add["base"] == 0.0
+    assert add["best_p"] == pytest.approx(mcnemar_exact(0, 10)) and add["best_significant"]
+    assert add["runs"]["a"]["c"] == 12 and add["runs"]["a"]["significant"]       # against the start: 12 to 0
+    count = table["count"]                                                     # 4 against 3 of 10: no winner
+    assert count["best"] == "b" and count["best_p"] == pytest.approx(mcnemar_exact(0, 1)) and not count["best_significant"]
+    everything = table["all"]                                                  # 15 of 30 against 6 of 30
+    assert everything["n"] == 30 and everything["best"] == "a"
+    assert everything["best_p"] == pytest.approx(mcnemar_exact(1, 10))
+    text = format_methods(table)
+    assert "60.0 (+60.0)*" in text and "no clear winner" in text
+    with pytest.raises(ValueError, match="at least two runs"):
+        compare_methods(start, {"a": a})
+    with pytest.raises(ValueError, match="different questions"):
+        compare_methods(start, {"a": a, "b": _records("addition", [True] * 20, start=50)})
+
+
+def test_llmfs_evaluate_compare_with_several_runs_prints_the_methods_table(tmp_path, capsys):
+    import json
+
+    from cli_helpers import run_cli
+
+    start = _records("addition", [False] * 20)
+    for folder, outcomes in (("grpo-run", [True] * 12 + [False] * 8), ("dpo-run", [True] * 2 + [False] * 18)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "heldout-after.json").write_text(json.dumps({"records": _records("addition", outcomes)}))
+    (tmp_path / "start.json").write_text(json.dumps({"records": start}))
+    code, out, _ = run_cli(capsys, "evaluate", "compare", tmp_path / "start.json",
+                           tmp_path / "grpo-run" / "heldout-after.json", f"rft={tmp_path / 'dpo-run' / 'heldout-after.json'}")
+    assert code == 0
+    header = out.splitlines()[1]
+    assert "grpo-run" in header and "rft" in header                     # named by folder, and by NAME=
+    assert "grpo-run (p 0.002 *" in out                                 # 10 to 0 against the runner-up
+    code, _, err = run_cli(capsys, "evaluate", "compare", tmp_path / "start.json",
+                           tmp_path / "grpo-run" / "heldout-after.json", tmp_path / "grpo-run" / "heldout-after.json")
+    assert code == 2 and "same name" in err

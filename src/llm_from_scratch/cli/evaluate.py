@@ -12,6 +12,8 @@ verifiable tasks (greedy pass@1, pass@k, majority vote).
     llmfs evaluate tasks --checkpoint checkpoints/grpo-smollm2-135m-instruct/final_model.pt --tasks addition
     llmfs evaluate tasks --model smollm2-135m-instruct --tasks none --gsm8k gsm8k_test.jsonl --num_samples 0
     llmfs evaluate compare before.json after.json        # two `tasks --out` runs: paired test per family
+    llmfs evaluate compare runs/grpo/heldout-before.json rft=runs/rft/heldout-after.json runs/grpo/heldout-after.json
+                                                         # a start and several runs: which wins each family
 """
 
 from __future__ import annotations
@@ -62,34 +64,56 @@ def add_parser(subparsers) -> None:
 
     _add_tasks(kinds)
     c = kinds.add_parser("compare", help="two `evaluate tasks --out` runs on the same questions: intervals and "
-                                         "McNemar's paired test per family")
+                                         "McNemar's paired test per family; or a start and several runs "
+                                         "(START.json NAME=RUN.json ...): which run wins each family")
     add_flag(c, "before", help="the first run's JSON (from --out)")
     add_flag(c, "after", help="the second run's JSON")
-    c.add_argument("runs", nargs="*", help="or: BEFORE.json AFTER.json")
+    c.add_argument("runs", nargs="*", help="or: BEFORE.json AFTER.json; or START.json and two or more "
+                   "runs, each PATH or NAME=PATH (a training run's heldout-after.json is named by its folder)")
     add_flag(c, "metric", default="greedy", choices=["greedy", "vote"], help="which score to compare (default greedy)")
     c.set_defaults(handler=run_compare)
     p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from llm_from_scratch.evaluation.significance import compare_records, format_comparison
+    from llm_from_scratch.evaluation.significance import (compare_methods, compare_records, format_comparison,
+                                                          format_methods)
 
     paths = [x for x in (args.before, args.after) if x] + list(args.runs)
-    if len(paths) != 2:
-        raise CommandError("give two runs: llmfs evaluate compare BEFORE.json AFTER.json (from evaluate tasks --out)")
-    runs = []
-    for path in paths:
+    if len(paths) < 2:
+        raise CommandError("give two runs: llmfs evaluate compare BEFORE.json AFTER.json (from evaluate tasks --out), "
+                           "or the start and several runs: llmfs evaluate compare START.json rft=A.json grpo=B.json")
+    names, runs = [], []
+    for spec in paths:
+        name, path = run_label(spec)
         try:
             runs.append(json.loads(Path(path).read_text(encoding="utf-8"))["records"])
         except (OSError, ValueError, KeyError) as exc:
-            raise CommandError(f"{path}: not a run written by `llmfs evaluate tasks --out` ({exc})") from exc
+            raise CommandError(f"{path}: not a run written by `llmfs evaluate tasks --out` or a training run's "
+                               f"heldout-*.json ({exc})") from exc
+        names.append(name)
+    if len(set(names[1:])) != len(names) - 1:
+        raise CommandError(f"two runs have the same name ({', '.join(names[1:])}): name them, as NAME=PATH")
     try:
-        table = compare_records(runs[0], runs[1], metric=args.metric)
+        if len(runs) == 2:
+            text = format_comparison(compare_records(runs[0], runs[1], metric=args.metric))
+        else:
+            text = format_methods(compare_methods(runs[0], dict(zip(names[1:], runs[1:])), metric=args.metric))
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    print(f"{args.metric}: {paths[0]} -> {paths[1]}")
-    print(format_comparison(table))
+    print(f"{args.metric}: {paths[0]} -> {', '.join(paths[1:])}")
+    print(text)
     return 0
+
+
+def run_label(spec: str) -> tuple[str, str]:
+    """(name, path) of a compare argument: "NAME=PATH", or PATH named by its file (by its folder
+    for a training run's heldout-before/after.json)."""
+    name, sep, path = spec.partition("=")
+    if sep and name and not Path(spec).exists():
+        return name, path
+    path = Path(spec)
+    return (path.parent.name if path.stem.startswith("heldout-") else path.stem) or spec, spec
 
 
 def _add_tasks(kinds) -> None:

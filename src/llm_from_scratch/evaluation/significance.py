@@ -118,3 +118,53 @@ def format_comparison(table: dict[str, dict[str, Any]]) -> str:
                      f"{row['b']:>5}{row['c']:>5}{row['p']:>9.4f}{mark}")
     lines.append("b: right before, wrong after; c: wrong before, right after; p: exact McNemar; * p < 0.05")
     return "\n".join(lines)
+
+
+def compare_methods(base: Sequence[dict[str, Any]], runs: dict[str, Sequence[dict[str, Any]]],
+                    metric: str = "greedy", alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Several runs (say RFT, DPO and GRPO from one start model) against the start model's run,
+    all on the same questions. Per family (and "all"): `base` (accuracy), `runs` (each run's
+    row of `compare_records(base, run)`: accuracy, change, p against the start), and `best`, the
+    run with the highest accuracy, with `runner_up` and `best_p`: McNemar's p of the best against
+    the runner-up on the same questions (`best_significant`: p < alpha). A family where the best
+    is not significantly better than the runner-up has no clear winner.
+
+    Raises ValueError if fewer than two runs are given or any run was scored on other questions."""
+    if len(runs) < 2:
+        raise ValueError(f"compare_methods needs at least two runs besides the start, got {len(runs)}")
+    against_base = {name: compare_records(base, records, metric, alpha) for name, records in runs.items()}
+    table: dict[str, dict[str, Any]] = {}
+    for family, start in next(iter(against_base.values())).items():
+        rows = {name: rows_of_run[family] for name, rows_of_run in against_base.items()}
+        ranked = sorted(rows, key=lambda name: rows[name]["after"], reverse=True)
+        best, runner_up = ranked[0], ranked[1]
+        duel = compare_records(_of_family(runs[runner_up], family), _of_family(runs[best], family),
+                               metric, alpha)[family]
+        table[family] = {"n": start["n"], "base": start["before"], "runs": rows, "best": best,
+                         "runner_up": runner_up, "best_p": duel["p"], "best_significant": duel["p"] < alpha}
+    return table
+
+
+def _of_family(records: Sequence[dict[str, Any]], family: str) -> list[dict[str, Any]]:
+    return [r for r in records if family == "all" or r["family"] == family]
+
+
+def format_methods(table: dict[str, dict[str, Any]]) -> str:
+    """`compare_methods`' table as aligned text: each run's accuracy and change (* p < 0.05 against
+    the start), then the best run and McNemar's p against the runner-up."""
+    names = list(next(iter(table.values()))["runs"])
+    width = max(14, *(len(name) + 2 for name in names))
+    lines = [f"{'family':<16}{'n':>5}{'start':>8}" + "".join(f"{name:>{width}}" for name in names)
+             + "  best (p against the next)"]
+    for family, row in table.items():
+        cells = "".join(f"{_method_cell(r):>{width}}" for r in row["runs"].values())
+        verdict = f"{row['best']} (p {row['best_p']:.3f}{' *' if row['best_significant'] else ', no clear winner'})"
+        lines.append(f"{family:<16}{row['n']:>5}{100 * row['base']:>7.1f}%{cells}  {verdict}")
+    lines.append("accuracy in % (change from the start; * p < 0.05, exact McNemar on the same questions); "
+                 "best: the highest, tested against the runner-up")
+    return "\n".join(lines)
+
+
+def _method_cell(row: dict[str, Any]) -> str:
+    mark = "*" if row["significant"] else " "
+    return f"{100 * row['after']:.1f} ({100 * row['difference']:+.1f}){mark}"
