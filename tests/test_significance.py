@@ -147,6 +147,9 @@ def test_llmfs_evaluate_compare_with_several_runs_prints_the_methods_table(tmp_p
     header = out.splitlines()[1]
     assert "grpo-run" in header and "rft" in header                     # named by folder, and by NAME=
     assert "grpo-run (p 0.002 *" in out                                 # 10 to 0 against the runner-up
+    code, out, _ = run_cli(capsys, "evaluate", "compare", tmp_path / "start.json", tmp_path / "grpo-run" / "heldout-after.json",
+                           "--plot", tmp_path / "pair.png")                # two runs: the paired table, and the picture
+    assert code == 0 and "McNemar" in out and (tmp_path / "pair.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = run_cli(capsys, "evaluate", "compare", tmp_path / "start.json",
                            tmp_path / "grpo-run" / "heldout-after.json", tmp_path / "grpo-run" / "heldout-after.json")
     assert code == 2 and "same name" in err

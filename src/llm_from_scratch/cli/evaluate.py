@@ -71,13 +71,14 @@ def add_parser(subparsers) -> None:
     c.add_argument("runs", nargs="*", help="or: BEFORE.json AFTER.json; or START.json and two or more "
                    "runs, each PATH or NAME=PATH (a training run's heldout-after.json is named by its folder)")
     add_flag(c, "metric", default="greedy", choices=["greedy", "vote"], help="which score to compare (default greedy)")
+    add_flag(c, "plot", default=None, help="also draw the runs' scores per family, with intervals, as this PNG")
     c.set_defaults(handler=run_compare)
     p.set_defaults(handler=lambda args: (p.print_help(), 0)[1])
 
 
 def run_compare(args: argparse.Namespace) -> int:
     from llm_from_scratch.evaluation.significance import (compare_methods, compare_records, format_comparison,
-                                                          format_methods)
+                                                          format_methods, plot_methods)
 
     paths = [x for x in (args.before, args.after) if x] + list(args.runs)
     if len(paths) < 2:
@@ -103,6 +104,9 @@ def run_compare(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     print(f"{args.metric}: {paths[0]} -> {', '.join(paths[1:])}")
     print(text)
+    if args.plot:
+        plot_methods(runs[0], dict(zip(names[1:], runs[1:])), args.plot, metric=args.metric)
+        print(f"picture: {args.plot}")
     return 0
 
 

@@ -168,3 +168,39 @@ def format_methods(table: dict[str, dict[str, Any]]) -> str:
 def _method_cell(row: dict[str, Any]) -> str:
     mark = "*" if row["significant"] else " "
     return f"{100 * row['after']:.1f} ({100 * row['difference']:+.1f}){mark}"
+
+
+def plot_methods(base: Sequence[dict[str, Any]], runs: dict[str, Sequence[dict[str, Any]]], path,
+                 metric: str = "greedy", title: str = "") -> None:
+    """Bars per family for the start and each run, with 95% intervals, as a PNG at `path`; a run
+    significantly better (worse) than the start, paired on the same questions, is marked + (-)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    against_base = {name: compare_records(base, records, metric) for name, records in runs.items()}
+    families = list(next(iter(against_base.values())))
+    first = next(iter(against_base.values()))
+    bars = {"start": [(first[f]["before"], first[f]["before_interval"], "") for f in families]}
+    for name, table in against_base.items():
+        bars[name] = [(table[f]["after"], table[f]["after_interval"],
+                       ("+" if table[f]["difference"] > 0 else "-") if table[f]["significant"] else "")
+                      for f in families]
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(families)), 4.2))
+    for i, (name, values) in enumerate(bars.items()):
+        xs = [x + i * width for x in range(len(families))]
+        heights = [100 * v for v, _, _ in values]
+        errors = [[100 * (v - lo) for v, (lo, _), _ in values], [100 * (hi - v) for v, (_, hi), _ in values]]
+        ax.bar(xs, heights, width, yerr=errors, capsize=2, label=name)
+        for x, (v, (_, hi), mark) in zip(xs, values):
+            if mark:
+                ax.text(x, 100 * hi + 1, mark, ha="center", va="bottom", fontsize=9)
+    ax.set_xticks([x + width * (len(bars) - 1) / 2 for x in range(len(families))], families, rotation=30, ha="right")
+    ax.set_ylabel(f"{metric} accuracy (%), 95% interval")
+    ax.set_ylim(0, 100)
+    ax.set_title(title or "each run against the start, on the same questions (+/-: paired p < 0.05)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
