@@ -68,7 +68,7 @@ def test_task_evaluation_has_the_same_defaults_in_python_and_on_the_command_line
             assert args[name] == getattr(config, name), name
 
 
-@pytest.mark.parametrize("method", ["grpo", "dpo"])
+@pytest.mark.parametrize("method", ["grpo", "dpo", "rft"])
 def test_rl_samples_at_the_policy_temperature(method):
     args = build_parser().parse_args(["finetune", method, "--model", "x"])
     assert args.temperature == POLICY_SAMPLING_TEMPERATURE

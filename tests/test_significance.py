@@ -106,7 +106,7 @@ def test_the_task_table_shows_the_vote_interval_too():
     assert row.index("[23.7, 76.3]") < row.index("[72.2, 100.0]")      # wilson_interval(10, 10) = [0.7225, 1]
 
 
-def test_compare_methods_names_the_best_run_per_family_and_tests_it_against_the_runner_up():
+def test_compare_methods_names_the_best_run_per_family_and_tests_it_against_every_other_run():
     from llm_from_scratch.evaluation.significance import compare_methods, format_methods
 
     start = _records("addition", [False] * 20) + _records("count", [False] * 10, 100)
@@ -115,7 +115,7 @@ def test_compare_methods_names_the_best_run_per_family_and_tests_it_against_the_
     b = _records("addition", [True] * 2 + [False] * 18) + _records("count", [True] * 4 + [False] * 6, 100)
     table = compare_methods(start, {"a": a, "b": b})
     add = table["addition"]
-    assert (add["best"], add["runner_up"]) == ("a", "b") and add["base"] == 0.0
+    assert (add["best"], add["closest"], add["tied"]) == ("a", "b", ["a"]) and add["base"] == 0.0
     assert add["best_p"] == pytest.approx(mcnemar_exact(0, 10)) and add["best_significant"]
     assert add["runs"]["a"]["c"] == 12 and add["runs"]["a"]["significant"]       # against the start: 12 to 0
     count = table["count"]                                                     # 4 against 3 of 10: no winner
@@ -124,11 +124,30 @@ def test_compare_methods_names_the_best_run_per_family_and_tests_it_against_the_
     assert everything["n"] == 30 and everything["best"] == "a"
     assert everything["best_p"] == pytest.approx(mcnemar_exact(1, 10))
     text = format_methods(table)
-    assert "60.0 (+60.0)*" in text and "no clear winner" in text
+    assert "60.0 (+60.0)*" in text and "no clear winner" in text and "a (p 0.002 vs b *)" in text
     with pytest.raises(ValueError, match="at least two runs"):
         compare_methods(start, {"a": a})
-    with pytest.raises(ValueError, match="different questions"):
+    with pytest.raises(ValueError, match="run 'b' against the start: .*different questions"):
         compare_methods(start, {"a": a, "b": _records("addition", [True] * 20, start=50)})
+
+
+def test_the_best_run_must_beat_every_other_run_not_only_the_runner_up():
+    from llm_from_scratch.evaluation.significance import compare_methods, format_methods
+
+    start = _records("x", [False] * 40)
+    a = _records("x", [i < 20 for i in range(40)])             # right on 0-19
+    r = _records("x", [i < 14 for i in range(40)])             # right on 0-13: a beats it 6 to 0 (p 0.031)
+    t = _records("x", [20 <= i < 33 for i in range(40)])       # right on 20-32: a against it 20 to 13 (p 0.30)
+    row = compare_methods(start, {"a": a, "r": r, "t": t})["x"]
+    assert row["best"] == "a" and row["closest"] == "t"
+    assert row["best_p"] == pytest.approx(mcnemar_exact(13, 20)) and not row["best_significant"]
+    tie = compare_methods(start, {"a": a, "same": list(a), "r": r})["x"]        # equal scores: a tie, no winner
+    assert tie["tied"] == ["a", "same"] and not tie["best_significant"]
+    assert "tie: a, same" in format_methods({"x": tie})
+    votes = [dict(rec, vote_correct=rec["greedy_correct"]) for rec in start]
+    one_family = compare_methods(votes, {"a": [dict(x, vote_correct=x["greedy_correct"]) for x in a],
+                                         "r": [dict(x, vote_correct=x["greedy_correct"]) for x in r]}, metric="vote")
+    assert list(one_family) == ["x"] and one_family["x"]["best"] == "a"     # one family: no "all" row
 
 
 def test_llmfs_evaluate_compare_with_several_runs_prints_the_methods_table(tmp_path, capsys):
@@ -146,10 +165,27 @@ def test_llmfs_evaluate_compare_with_several_runs_prints_the_methods_table(tmp_p
     assert code == 0
     header = out.splitlines()[1]
     assert "grpo-run" in header and "rft" in header                     # named by folder, and by NAME=
-    assert "grpo-run (p 0.002 *" in out                                 # 10 to 0 against the runner-up
+    assert "grpo-run (p 0.002 vs rft *)" in out                         # 10 to 0 against the other run
     code, out, _ = run_cli(capsys, "evaluate", "compare", tmp_path / "start.json", tmp_path / "grpo-run" / "heldout-after.json",
                            "--plot", tmp_path / "pair.png")                # two runs: the paired table, and the picture
     assert code == 0 and "McNemar" in out and (tmp_path / "pair.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = run_cli(capsys, "evaluate", "compare", tmp_path / "start.json",
                            tmp_path / "grpo-run" / "heldout-after.json", tmp_path / "grpo-run" / "heldout-after.json")
     assert code == 2 and "same name" in err
+    code, out, _ = run_cli(capsys, "evaluate", "compare", tmp_path / "start.json", f"start={tmp_path / 'start.json'}",
+                           tmp_path / "grpo-run" / "heldout-after.json", "--plot", tmp_path / "new" / "runs.png")
+    assert code == 0 and (tmp_path / "new" / "runs.png").is_file()      # a run may be called "start"; folder made
+    code, _, _ = run_cli(capsys, "evaluate", "compare", tmp_path / "start.json")
+    assert code == 2
+
+
+def test_compare_names_a_run_by_name_equals_path_or_by_its_file_or_folder(tmp_path):
+    from llm_from_scratch.cli.evaluate import run_label
+
+    assert run_label("rft=runs/a/heldout-after.json") == ("rft", "runs/a/heldout-after.json")
+    assert run_label("runs/grpo-7/heldout-after.json") == ("grpo-7", "runs/grpo-7/heldout-after.json")
+    assert run_label("eval/base.json") == ("base", "eval/base.json")
+    assert run_label("runs/lr=1e-5/heldout-after.json") == ("lr=1e-5", "runs/lr=1e-5/heldout-after.json")
+    odd = tmp_path / "x=y.json"
+    odd.write_text("{}")
+    assert run_label(str(odd)) == ("x=y", str(odd))                     # an existing file is a path, "=" or not

@@ -114,7 +114,7 @@ def run_label(spec: str) -> tuple[str, str]:
     """(name, path) of a compare argument: "NAME=PATH", or PATH named by its file (by its folder
     for a training run's heldout-before/after.json)."""
     name, sep, path = spec.partition("=")
-    if sep and name and not Path(spec).exists():
+    if sep and name and path and not Path(spec).exists() and not any(c in name for c in "/\\"):
         return name, path
     path = Path(spec)
     return (path.parent.name if path.stem.startswith("heldout-") else path.stem) or spec, spec

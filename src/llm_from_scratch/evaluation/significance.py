@@ -20,6 +20,10 @@ chance alone, so a score needs its interval and a before/after difference needs 
 * `compare_records(before, after)`: both per family, from two runs' records (what
   `llmfs evaluate tasks --out` writes), refusing runs that were not scored on the same questions.
 
+* `compare_methods(start, runs)`: several tuned runs against one start (RFT, DPO, GRPO), each
+  with its paired test, and per family the best run tested against every other one;
+  `format_methods` prints it and `plot_methods` draws it (`llmfs evaluate compare START RUN...`).
+
 Why it is built by hand: both are a few lines of arithmetic, written out here so that they can
 be read; the tests check them against hand computations.
 """
@@ -27,6 +31,7 @@ be read; the tests check them against hand computations.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 #: The normal quantile of a two-sided 95% interval.
@@ -123,25 +128,43 @@ def format_comparison(table: dict[str, dict[str, Any]]) -> str:
 def compare_methods(base: Sequence[dict[str, Any]], runs: dict[str, Sequence[dict[str, Any]]],
                     metric: str = "greedy", alpha: float = 0.05) -> dict[str, dict[str, Any]]:
     """Several runs (say RFT, DPO and GRPO from one start model) against the start model's run,
-    all on the same questions. Per family (and "all"): `base` (accuracy), `runs` (each run's
-    row of `compare_records(base, run)`: accuracy, change, p against the start), and `best`, the
-    run with the highest accuracy, with `runner_up` and `best_p`: McNemar's p of the best against
-    the runner-up on the same questions (`best_significant`: p < alpha). A family where the best
-    is not significantly better than the runner-up has no clear winner.
+    all on the same questions. Per family (and "all"):
 
-    Raises ValueError if fewer than two runs are given or any run was scored on other questions."""
+    * `base`: the start's accuracy; `runs`: each run's row of `compare_records(base, run)`
+      (accuracy, change, b, c and McNemar's p against the start);
+    * `best`: the run with the highest accuracy (`tied`: every run sharing that accuracy), and
+      `best_p`: the largest of McNemar's p-values of the best against each other run, on the
+      same questions, with `closest` the run it belongs to. `best_significant` (best_p < alpha)
+      means the best beat *every* other run; requiring each test to pass is an
+      intersection-union test, which keeps the error rate at alpha without a correction.
+      Otherwise the family has no clear winner.
+
+    Families and runs multiply the tests: across a whole table a few stars are expected by
+    chance, so read it as a map of where to look, and the per-family p-values as they are.
+
+    Raises ValueError if fewer than two runs are given or any run was scored on other questions
+    (the message names the run)."""
     if len(runs) < 2:
         raise ValueError(f"compare_methods needs at least two runs besides the start, got {len(runs)}")
-    against_base = {name: compare_records(base, records, metric, alpha) for name, records in runs.items()}
+    against_base = {}
+    for name, records in runs.items():
+        try:
+            against_base[name] = compare_records(base, records, metric, alpha)
+        except ValueError as exc:
+            raise ValueError(f"run {name!r} against the start: {exc}") from exc
     table: dict[str, dict[str, Any]] = {}
     for family, start in next(iter(against_base.values())).items():
         rows = {name: rows_of_run[family] for name, rows_of_run in against_base.items()}
-        ranked = sorted(rows, key=lambda name: rows[name]["after"], reverse=True)
-        best, runner_up = ranked[0], ranked[1]
-        duel = compare_records(_of_family(runs[runner_up], family), _of_family(runs[best], family),
-                               metric, alpha)[family]
-        table[family] = {"n": start["n"], "base": start["before"], "runs": rows, "best": best,
-                         "runner_up": runner_up, "best_p": duel["p"], "best_significant": duel["p"] < alpha}
+        top = max(row["after"] for row in rows.values())
+        tied = [name for name, row in rows.items() if row["after"] == top]
+        best = tied[0]
+        duels = {other: compare_records(_of_family(runs[other], family), _of_family(runs[best], family),
+                                        metric, alpha)[family]["p"]
+                 for other in runs if other != best}
+        closest = max(duels, key=duels.get)
+        table[family] = {"n": start["n"], "base": start["before"], "runs": rows, "best": best, "tied": tied,
+                         "closest": closest, "best_p": duels[closest],
+                         "best_significant": len(tied) == 1 and duels[closest] < alpha}
     return table
 
 
@@ -151,18 +174,26 @@ def _of_family(records: Sequence[dict[str, Any]], family: str) -> list[dict[str,
 
 def format_methods(table: dict[str, dict[str, Any]]) -> str:
     """`compare_methods`' table as aligned text: each run's accuracy and change (* p < 0.05 against
-    the start), then the best run and McNemar's p against the runner-up."""
+    the start), then the best run and the largest p of its tests against the others."""
     names = list(next(iter(table.values()))["runs"])
-    width = max(14, *(len(name) + 2 for name in names))
+    width = max(17, *(len(name) + 2 for name in names))
     lines = [f"{'family':<16}{'n':>5}{'start':>8}" + "".join(f"{name:>{width}}" for name in names)
-             + "  best (p against the next)"]
+             + "  best (largest p against another run)"]
     for family, row in table.items():
         cells = "".join(f"{_method_cell(r):>{width}}" for r in row["runs"].values())
-        verdict = f"{row['best']} (p {row['best_p']:.3f}{' *' if row['best_significant'] else ', no clear winner'})"
+        if len(row["tied"]) > 1:
+            verdict = f"tie: {', '.join(row['tied'])}"
+        else:
+            verdict = f"{row['best']} (p {_p_text(row['best_p'])} vs {row['closest']}"
+            verdict += " *)" if row["best_significant"] else ", no clear winner)"
         lines.append(f"{family:<16}{row['n']:>5}{100 * row['base']:>7.1f}%{cells}  {verdict}")
     lines.append("accuracy in % (change from the start; * p < 0.05, exact McNemar on the same questions); "
-                 "best: the highest, tested against the runner-up")
+                 "best: the highest, tested against every other run")
     return "\n".join(lines)
+
+
+def _p_text(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _method_cell(row: dict[str, Any]) -> str:
@@ -179,16 +210,16 @@ def plot_methods(base: Sequence[dict[str, Any]], runs: dict[str, Sequence[dict[s
     import matplotlib.pyplot as plt
 
     against_base = {name: compare_records(base, records, metric) for name, records in runs.items()}
-    families = list(next(iter(against_base.values())))
     first = next(iter(against_base.values()))
-    bars = {"start": [(first[f]["before"], first[f]["before_interval"], "") for f in families]}
+    families = list(first)
+    bars = [("start model", [(first[f]["before"], first[f]["before_interval"], "") for f in families])]
     for name, table in against_base.items():
-        bars[name] = [(table[f]["after"], table[f]["after_interval"],
-                       ("+" if table[f]["difference"] > 0 else "-") if table[f]["significant"] else "")
-                      for f in families]
+        bars.append((name, [(table[f]["after"], table[f]["after_interval"],
+                             ("+" if table[f]["difference"] > 0 else "-") if table[f]["significant"] else "")
+                            for f in families]))
     width = 0.8 / len(bars)
-    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(families)), 4.2))
-    for i, (name, values) in enumerate(bars.items()):
+    fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(families)), 4.4))
+    for i, (name, values) in enumerate(bars):
         xs = [x + i * width for x in range(len(families))]
         heights = [100 * v for v, _, _ in values]
         errors = [[100 * (v - lo) for v, (lo, _), _ in values], [100 * (hi - v) for v, (_, hi), _ in values]]
@@ -198,9 +229,10 @@ def plot_methods(base: Sequence[dict[str, Any]], runs: dict[str, Sequence[dict[s
                 ax.text(x, 100 * hi + 1, mark, ha="center", va="bottom", fontsize=9)
     ax.set_xticks([x + width * (len(bars) - 1) / 2 for x in range(len(families))], families, rotation=30, ha="right")
     ax.set_ylabel(f"{metric} accuracy (%), 95% interval")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 110)
     ax.set_title(title or "each run against the start, on the same questions (+/-: paired p < 0.05)")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
