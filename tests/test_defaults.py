@@ -99,3 +99,16 @@ def test_task_answers_default_to_what_the_context_leaves(monkeypatch):
     assert asked == [room]
     with pytest.raises(ValueError, match=f"at most {room}"):
         evaluate_on_tasks(model, tokenizer, instances, num_samples=0, max_new_tokens=room + 1)
+
+
+@pytest.mark.parametrize("method", ["grpo", "dpo", "rft"])
+def test_policy_methods_train_on_one_default_mix(method):
+    """GRPO, DPO and RFT default to the same five families (docs 22 measured them on these)."""
+    from llm_from_scratch.pipelines import DPOConfig, GRPOConfig, RFTConfig
+    from llm_from_scratch.tasks import POLICY_TRAINING_TASKS, parse_task_list
+
+    assert parse_task_list(POLICY_TRAINING_TASKS) == ["addition", "multiplication", "word_problems",
+                                                      "count_letters", "compare"]
+    args = build_parser().parse_args(["finetune", method, "--model", "x"])
+    config = {"grpo": GRPOConfig, "dpo": DPOConfig, "rft": RFTConfig}[method]
+    assert args.tasks == config.tasks == POLICY_TRAINING_TASKS

@@ -7,10 +7,11 @@ tune it further from preferences (DPO) or from verifiable rewards (GRPO).
     llmfs finetune classify --model smollm2-135m-instruct --dataset sms_spam
     llmfs finetune classify --model gpt2 --dataset reviews.csv --text_column review --label_column stars
     llmfs finetune classify --model gpt2 --dataset data/ --trainable lora     # data/ holds train/validation/test.csv
-    llmfs finetune grpo --model smollm2-135m-instruct --tasks count_letters --lora --max_steps 100
-    llmfs finetune dpo --model smollm2-135m-instruct --tasks count_letters --lora      # pairs sampled on-policy
+    llmfs finetune grpo --model smollm2-135m-instruct --max_steps 38 --warmup_steps 3   # docs 22's measured run
+    llmfs finetune grpo --model smollm2-135m-instruct --tasks count_letters,compare --lora --max_steps 100
+    llmfs finetune rft --model smollm2-135m-instruct --questions 128 --temperature 0.7  # the baseline to beat
+    llmfs finetune dpo --model smollm2-135m-instruct --num_prompts 128                  # pairs sampled on-policy
     llmfs finetune dpo --model smollm2-135m-instruct --data pairs.jsonl --tasks none   # {prompt, chosen, rejected}
-    llmfs finetune rft --model smollm2-135m-instruct --tasks addition,count_letters --questions 128
 
 All five train through the project's one training loop (progress, checkpoints in --out_dir,
 --resume, Ctrl-C saves, TensorBoard, plots) and share one set of training flags; instruct and
@@ -34,6 +35,9 @@ from __future__ import annotations
 import argparse
 
 from llm_from_scratch.cli.common import command_parser, add_flag, add_model_flags, add_precision_flag, config_from_args
+from llm_from_scratch.tasks import GROUPS, POLICY_TRAINING_TASKS
+
+TRAINING_MIX = ",".join(GROUPS[POLICY_TRAINING_TASKS])   # the families of the default training mix
 
 
 def add_parser(subparsers) -> None:
@@ -157,10 +161,12 @@ def _add_dpo(tasks) -> None:
     p = command_parser(tasks, "dpo", "preference tuning (DPO) on pairs from a file or sampled on-policy", __doc__)
     add_model_flags(p)
     add_flag(p, "data", default=None, help="a JSONL file of {prompt, chosen, rejected} (then --tasks none)")
-    add_flag(p, "tasks", default="count_letters",
-             help="task families whose sampled answers make the pairs (default %(default)s; none with --data)")
+    add_flag(p, "tasks", default=DPOConfig.tasks,
+             help=f"task families whose sampled answers make the pairs (default %(default)s = {TRAINING_MIX}; "
+                  "none with --data)")
     add_flag(p, "difficulty", type=int, default=None, choices=[1, 2, 3])
-    add_flag(p, "num_prompts", type=int, default=256, help="training questions sampled for pairs (default %(default)s)")
+    add_flag(p, "num_prompts", type=int, default=DPOConfig.num_prompts,
+             help="training questions per family sampled for pairs (default %(default)s)")
     add_flag(p, "samples_per_prompt", type=int, default=8, help="answers per question (default %(default)s)")
     add_flag(p, "temperature", type=float, default=DPOConfig.temperature)
     add_flag(p, "beta", type=float, default=DPOConfig.beta,
@@ -176,7 +182,7 @@ def _add_grpo(tasks) -> None:
     c = GRPOConfig
     p = command_parser(tasks, "grpo", "reinforcement learning with verifiable rewards (GRPO) on the tasks", __doc__)
     add_model_flags(p)
-    add_flag(p, "tasks", default="count_letters", help="training task families (default %(default)s; or all)")
+    add_flag(p, "tasks", default=c.tasks, help=f"training task families (default %(default)s = {TRAINING_MIX}; or all)")
     add_flag(p, "difficulty", type=int, default=None, choices=[1, 2, 3])
     add_flag(p, "prompts_per_step", type=int, default=c.prompts_per_step, help="questions per step (default %(default)s)")
     add_flag(p, "group_size", type=int, default=c.group_size,
@@ -207,7 +213,7 @@ def _add_rft(tasks) -> None:
     p = command_parser(tasks, "rft", "rejection-sampling fine-tuning: train on the model's own checked-correct answers",
                        __doc__)
     add_model_flags(p)
-    add_flag(p, "tasks", default=c.tasks, help="training task families (default %(default)s)")
+    add_flag(p, "tasks", default=c.tasks, help=f"training task families (default %(default)s = {TRAINING_MIX}; or all)")
     add_flag(p, "difficulty", type=int, default=None, choices=[1, 2, 3])
     add_flag(p, "questions", type=int, default=c.questions, help="training questions per family (default %(default)s)")
     add_flag(p, "samples_per_question", type=int, default=c.samples_per_question,

@@ -28,6 +28,7 @@ from typing import Any
 
 from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError
+from llm_from_scratch.tasks import POLICY_TRAINING_TASKS
 from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyMethod, PolicyResult, frozen_reference,
                                                policy_scorer, prepare_policy, run_policy)
 
@@ -39,9 +40,9 @@ class DPOConfig(PolicyConfig):
     """The settings of `finetune_dpo`: `PolicyConfig`'s plus where the pairs come from and beta."""
 
     data: str | Path | None = None       # a JSONL file of {prompt, chosen, rejected} ...
-    tasks: str | None = "count_letters"  # ... or pairs sampled on-policy from these task families
+    tasks: str | None = POLICY_TRAINING_TASKS  # ... or pairs sampled on-policy from these task families
     difficulty: int | None = None
-    num_prompts: int = 256               # training questions sampled for on-policy pairs
+    num_prompts: int = 64                # training questions per family sampled for on-policy pairs
     samples_per_prompt: int = 8          # answers per question (the checker picks a right and a wrong one)
     temperature: float = POLICY_SAMPLING_TEMPERATURE  # sampling temperature for those answers
     beta: float = 0.1                    # how far from the reference the model may move (larger: less)

@@ -47,6 +47,7 @@ from typing import ClassVar
 
 from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError
+from llm_from_scratch.tasks import POLICY_TRAINING_TASKS
 from llm_from_scratch.pipelines.policy import (PolicyConfig, PolicyMethod, PolicyResult, answer_budget,
                                                frozen_reference, prepare_policy, run_policy)
 
@@ -59,7 +60,7 @@ class GRPOConfig(PolicyConfig):
 
     FULL_WEIGHTS_LR: ClassVar[float] = 1e-5   # ablation (docs 22): 3e-6 moved nothing in 10 steps
 
-    tasks: str = "count_letters"         # training families (comma-separated) or "all"
+    tasks: str = POLICY_TRAINING_TASKS   # training families (comma-separated), a group, or "all"
     difficulty: int | None = None        # 1-3 (None: each family's mix)
     prompts_per_step: int = 8            # questions per step
     group_size: int = 8                  # answers sampled per question (G)

@@ -36,6 +36,7 @@ from typing import Any
 
 from llm_from_scratch.generation.defaults import POLICY_SAMPLING_TEMPERATURE
 from llm_from_scratch.pipelines.common import PipelineError
+from llm_from_scratch.tasks import POLICY_TRAINING_TASKS
 from llm_from_scratch.pipelines.heldout import (HELDOUT_FILES, HeldoutScorer, comparison_scores, heldout_budget,
                                                 heldout_comparison, heldout_instances, print_comparison)
 from llm_from_scratch.pipelines.instruct import InstructConfig, InstructResult
@@ -45,7 +46,7 @@ from llm_from_scratch.pipelines.instruct import InstructConfig, InstructResult
 class RFTConfig(InstructConfig):
     """`InstructConfig`'s settings (the fine-tuning) plus where the data comes from."""
 
-    tasks: str = "all"                   # training families (comma-separated) or "all"
+    tasks: str = POLICY_TRAINING_TASKS   # training families (comma-separated), a group, or "all"
     difficulty: int | None = None        # only this level (None: a mix)
     questions: int = 64                  # training questions per family
     samples_per_question: int = 8        # answers sampled per question, k
