@@ -399,3 +399,26 @@ def test_a_big_batch_of_one_token_steps_goes_through_the_blas_path(quantize, mon
     native_logits = _decode(model, prompts, steps, True)
     torch_logits = _decode(model, prompts, steps, False)
     torch.testing.assert_close(native_logits, torch_logits, rtol=0, atol=2e-5 * torch_logits.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_a_model_that_has_decoded_natively_can_be_copied_and_pickled(name):
+    """DPO's frozen reference is `copy.deepcopy(model)` after the model sampled the pairs, when its
+    `native_decoder` (C structures with pointers) was set: the copy must leave it behind (the
+    copy builds its own with its next cache) and decode exactly as the original."""
+    import copy
+    import io
+    import pickle
+
+    model = _model(*MODELS[name][:1], "none", **MODELS[name][1])
+    prompts = [[1, 2, 3], [4, 5, 6]]
+    before = _decode(model, prompts, [[7, 8], [9, 10]], native_on=True)
+    assert model.__dict__.get("native_decoder") is not None, "the model did not decode natively"
+    twin = copy.deepcopy(model)
+    assert "native_decoder" in model.__dict__ and "native_decoder" not in twin.__dict__
+    assert torch.equal(_decode(twin, prompts, [[7, 8], [9, 10]], native_on=True), before)
+    assert twin.__dict__.get("native_decoder") is not None         # its own, pointing into its own weights
+    buffer = io.BytesIO()
+    pickle.dump(model, buffer)                                      # torch.save of a whole model pickles it
+    buffer.seek(0)
+    assert torch.equal(_decode(pickle.load(buffer), prompts, [[7, 8], [9, 10]], native_on=True), before)

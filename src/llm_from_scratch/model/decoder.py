@@ -176,6 +176,13 @@ class DecoderLM(nn.Module):
         self.__dict__.pop("native_decoder", None)
         return super()._apply(fn, recurse)
 
+    def __getstate__(self):
+        # copy.deepcopy (DPO's frozen reference) and pickle: the native step holds C pointers into
+        # *these* weights, so a copy leaves it behind and builds its own with its next cache
+        state = dict(self.__dict__)
+        state.pop("native_decoder", None)
+        return state
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Parameters counted once (a tied embedding/head matrix counts once)."""
         params = {id(p): p for p in self.parameters() if p.requires_grad or not trainable_only}
