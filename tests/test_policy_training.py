@@ -157,12 +157,15 @@ def answers_end(monkeypatch):
     monkeypatch.setattr(task_eval, "answer_tasks", ended)
 
 
-def test_dpo_on_policy_pairs_come_from_the_checker(base_checkpoint, tmp_path, fake_rewards, answers_end):
+@pytest.mark.parametrize("lora", [True, False])
+def test_dpo_on_policy_pairs_come_from_the_checker(base_checkpoint, tmp_path, fake_rewards, answers_end, lora):
+    """Also with all weights: the frozen reference is a copy of the model made *after* it sampled
+    the pairs (once, the copy failed on the native decode step's C pointers)."""
     from llm_from_scratch.finetune.dpo import load_preference_pairs
     from llm_from_scratch.pipelines import finetune_dpo
 
     result = finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "run", tasks="addition", num_prompts=4,
-                                      samples_per_prompt=4, max_new_tokens=5, max_steps=1, lora=True))
+                                      samples_per_prompt=4, max_new_tokens=5, max_steps=1, lora=lora))
     pairs = load_preference_pairs(result.pairs)
     assert pairs and all(_fake_checker(None, p.chosen) and not _fake_checker(None, p.rejected) for p in pairs)
     assert result.scores["pairs"]["pairs"] == len(pairs)
