@@ -52,7 +52,7 @@ class RFTConfig(InstructConfig):
     samples_per_question: int = 8        # answers sampled per question, k
     temperature: float = POLICY_SAMPLING_TEMPERATURE
     max_new_tokens: int = 96             # longest sampled answer
-    sample_batch_size: int = 32          # answers decoded together (sampling and held-out scoring)
+    sample_batch_size: int = 64          # answers decoded together (sampling and held-out scoring), as GRPO/DPO
     skip_baseline: bool = True           # (the instruct stage has no test split here: held-out tasks instead)
     eval_tasks: str = "all"              # held-out families scored before and after (""/none: no scoring)
     eval_examples: int = 200             # held-out questions per family
@@ -74,7 +74,7 @@ class RFTResult:
 
 
 def rejection_sample(model, tokenizer, instances, *, samples_per_question: int, temperature: float,
-                     max_new_tokens: int, batch_size: int = 32, seed: int = 0, style: str = "auto",
+                     max_new_tokens: int, batch_size: int = 64, seed: int = 0, style: str = "auto",
                      progress: bool = False) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
     """(entries, counts): instruction entries {instruction, input, output, family, id} made of the
     checked-correct answers that ended on their own, each distinct text once per question, and the
