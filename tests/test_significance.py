@@ -179,6 +179,17 @@ def test_llmfs_evaluate_compare_with_several_runs_prints_the_methods_table(tmp_p
     assert code == 2
 
 
+def test_the_picture_draws_families_nobody_answers_and_families_everybody_answers(tmp_path):
+    """0 of 200 and 200 of 200: Wilson's bounds there sit a rounding error off the point."""
+    from llm_from_scratch.evaluation.significance import plot_methods, wilson_interval
+
+    assert wilson_interval(0, 200)[0] == 0.0 and wilson_interval(200, 200)[1] == 1.0   # exactly, not 1.7e-18 off
+    start = _records("sort", [False] * 200) + _records("easy", [True] * 200, 1000)
+    runs = {"a": start, "b": _records("sort", [True] + [False] * 199) + _records("easy", [True] * 200, 1000)}
+    plot_methods(start, runs, tmp_path / "edges.png")
+    assert (tmp_path / "edges.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_compare_names_a_run_by_name_equals_path_or_by_its_file_or_folder(tmp_path):
     from llm_from_scratch.cli.evaluate import run_label
 

@@ -48,7 +48,10 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denominator = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, center - half), min(1.0, center + half)
+    # at 0/n the bounds are exactly 0 (and at n/n exactly 1): center = half there, up to rounding
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return low, high
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -222,7 +225,8 @@ def plot_methods(base: Sequence[dict[str, Any]], runs: dict[str, Sequence[dict[s
     for i, (name, values) in enumerate(bars):
         xs = [x + i * width for x in range(len(families))]
         heights = [100 * v for v, _, _ in values]
-        errors = [[100 * (v - lo) for v, (lo, _), _ in values], [100 * (hi - v) for v, (_, hi), _ in values]]
+        # (Wilson's bounds at 0/n or n/n can sit a rounding error inside the point: never below 0)
+        errors = [[100 * max(0.0, v - lo) for v, (lo, _), _ in values], [100 * max(0.0, hi - v) for v, (_, hi), _ in values]]
         ax.bar(xs, heights, width, yerr=errors, capsize=2, label=name)
         for x, (v, (_, hi), mark) in zip(xs, values):
             if mark:
