@@ -309,11 +309,13 @@ def _pairs_file(path: Path) -> Path:
     """Preference pairs of our own: a tiny random model never ends an answer (it never says
     end-of-text), so it cannot make whole on-policy pairs; a file is the path that always has some."""
     # answers in the corpus's words: a compact vocabulary reads words it never saw as one reserved id,
-    # and two answers made only of such words would be the same answer to it
+    # and two answers made only of such words would be the same answer to it. The rejected answers
+    # are not the chosen ones shuffled: where the prompts read alike (digits a compact vocabulary never
+    # saw), the step-1 gradient, mean(grad log p(chosen) - grad log p(rejected)), would cancel to 0.
     answers = ["The duck found a small box.", "The box was near the park.", "A small duck went to the park.",
                "The park had a box.", "The duck was happy.", "A box found the duck.", "The duck went home.",
                "The small park was near."]
-    rows = [{"prompt": f"What is {i} plus {i + 3}?", "chosen": answers[i], "rejected": answers[(i + 3) % 8]}
+    rows = [{"prompt": f"What is {i} plus {i + 3}?", "chosen": answers[i], "rejected": "The box. The box."}
             for i in range(8)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -358,12 +360,8 @@ def test_finetune_dpo_with_lora_and_no_heldout_scoring(trained, tmp_path, capsys
                                 "--eval_tasks", "none", "--out_dir", out, "--no-progress",
                                 "--precision", run.cell.precision)
     assert code == 0, err[-2000:]
-    if (run.cell.precision == "bf16" and torch.cpu._is_amx_tile_supported()
-            and all(r["grad_norm"] == 0 for r in log_records(out))):
-        # Known bug, open (found 2026-12-06 on a Xeon with AMX; it passes on CPUs without AMX):
-        # in the bf16 cells the LoRA DPO gradient is exactly 0 on AMX, so no weight moves.
-        pytest.xfail("DPO + LoRA in bf16 on an AMX CPU: gradient exactly 0 (open bug)")
     scores, records = _check_policy_run(capsys, run.last, out, 2, must_change=True)
+    assert records[0]["grad_norm"] > 1e-3, "DPO: no gradient at step 1 (the pairs cancel, or LoRA gets none)"
     assert (out / "lora_adapters.safetensors").is_file()
     assert records[0]["loss"] == pytest.approx(0.693147, abs=_at_start(scores)), "DPO: policy != reference at step 1"
 
