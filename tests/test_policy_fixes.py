@@ -260,3 +260,41 @@ def test_each_method_has_its_own_full_weights_learning_rate_and_the_help_says_it
     assert default_lr(GRPOConfig(lora=True)) == default_lr(DPOConfig(lora=True)) == 2e-4
     assert default_lr(GRPOConfig(lr=3e-3)) == 3e-3
     assert "1e-05 for all weights" in policy_lr_help(GRPOConfig) and "2e-06 for all weights" in policy_lr_help(DPOConfig)
+
+
+def test_a_resumed_run_keeps_its_settings_or_says_which_changed(base_checkpoint, tmp_path, fake_rewards, capsys):
+    """Resuming with another temperature or learning rate (as after a change of defaults) would make
+    the run a mixture of two recipes: a clear error naming each change. max_steps may grow, and the
+    lr printed is the run's own."""
+    from llm_from_scratch.pipelines import PipelineError
+
+    _grpo(base_checkpoint, tmp_path / "run", max_steps=2, temperature=1.0, lr=3e-3)
+    with pytest.raises(PipelineError) as error:
+        _grpo(base_checkpoint, tmp_path / "run", max_steps=3, temperature=0.8, lr=None, resume=True)
+    message = str(error.value)
+    assert "temperature: the run has 1.0, this command 0.8" in message
+    assert "lr: the run has 0.003" in message and "(--lr 0.003 --temperature 1.0)" in message
+    assert "max_steps" not in message
+    capsys.readouterr()
+    result = _grpo(base_checkpoint, tmp_path / "run", max_steps=3, temperature=1.0, lr=3e-3, resume=True)
+    assert [r["step"] for r in result.history] == [1, 2, 3]
+    assert "lr 0.003," in capsys.readouterr().out
+
+
+def test_the_lr_a_resumed_run_prints_is_the_one_it_trains_with(base_checkpoint, tmp_path, fake_rewards, capsys,
+                                                              monkeypatch):
+    """A run saved before its default learning rate changed (its settings say lr None, as runs of
+    older versions did) resumes with its own learning rate, and says so."""
+    from llm_from_scratch.pipelines.grpo import GRPOConfig
+    from llm_from_scratch.training.checkpoint import save_checkpoint
+
+    _grpo(base_checkpoint, tmp_path / "run", max_steps=2, lr=None)
+    old = load_checkpoint(tmp_path / "run" / "last.pt")
+    used = old["grpo_config"]["lr"]
+    old["grpo_config"]["lr"] = None                       # how older versions recorded a default lr
+    save_checkpoint(tmp_path / "run" / "last.pt", old)
+    monkeypatch.setattr(GRPOConfig, "FULL_WEIGHTS_LR", used * 7)   # the default changes in between
+    capsys.readouterr()
+    _grpo(base_checkpoint, tmp_path / "run", max_steps=3, lr=None, resume=True)
+    out = capsys.readouterr().out
+    assert f"lr {used:g}," in out and f"lr {used * 7:g}," not in out

@@ -176,6 +176,7 @@ class GPTTrainer:
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
         self.extra_checkpoint_info = extra_checkpoint_info or {}
+        self.resumed_info: dict[str, Any] = {}   # what the resumed checkpoint recorded under those keys
         self.state = TrainState()
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
         self.ddp_model = None
@@ -510,6 +511,7 @@ class GPTTrainer:
             if key not in ckpt:
                 raise ValueError(f"{path} cannot be resumed from: it has no {key!r} entry "
                                  "(only the last.pt of a run with the same settings can).")
+        self.resumed_info = {key: ckpt[key] for key in self.extra_checkpoint_info if key in ckpt}
         for key in ("method", "lora"):
             if key in self.extra_checkpoint_info and ckpt.get(key) != self.extra_checkpoint_info[key]:
                 raise ValueError(f"{path} was written by a run with {key}={ckpt.get(key)!r}, this run has "
