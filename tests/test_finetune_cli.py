@@ -204,3 +204,17 @@ def test_the_training_flags_have_one_default_for_every_method():
         values = {method: args[field.name] for method, args in defaults.items()}
         assert len(set(map(repr, values.values()))) == 1, (field.name, values)
         assert values["dpo"] == field.default, field.name
+
+
+def test_a_resumed_fine_tuning_run_keeps_its_settings(base_checkpoint, tmp_path, capsys):
+    """Instruction tuning (and so RFT, which trains through it) records its settings: --resume with
+    another batch size is refused with the flag that continues the run; a longer run is fine."""
+    args = ["finetune", "instruct", "--checkpoint", base_checkpoint, "--data", "synthetic", "--num_examples", 40,
+            "--max_new_tokens", 2, "--skip_baseline", "--eval_interval", 2, "--out_dir", tmp_path / "run",
+            "--no-progress"]
+    code, _, err = run_cli(capsys, *args, "--max_steps", 2)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *args, "--max_steps", 4, "--batch_size", 4, "--resume")
+    assert code != 0 and "batch_size: the run has 8, this command 4" in err and "--batch_size 8" in err
+    code, _, err = run_cli(capsys, *args, "--max_steps", 4, "--resume")
+    assert code == 0, err

@@ -263,38 +263,65 @@ def test_each_method_has_its_own_full_weights_learning_rate_and_the_help_says_it
 
 
 def test_a_resumed_run_keeps_its_settings_or_says_which_changed(base_checkpoint, tmp_path, fake_rewards, capsys):
-    """Resuming with another temperature or learning rate (as after a change of defaults) would make
-    the run a mixture of two recipes: a clear error naming each change. max_steps may grow, and the
-    lr printed is the run's own."""
+    """Resuming with another temperature (as after a change of defaults) would make the run a
+    mixture of two recipes: a clear error naming each change and the flags that continue the run,
+    raised before any file of the run changes. The learning rate comes back with the optimizer: a
+    different one is a note, not an error, and the lr printed is the run's own. max_steps may grow."""
     from llm_from_scratch.pipelines import PipelineError
 
     _grpo(base_checkpoint, tmp_path / "run", max_steps=2, temperature=1.0, lr=3e-3)
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    (tmp_path / "run" / "log.jsonl").write_text(log + '{"step": 3}\n')     # logged after last.pt was saved
     with pytest.raises(PipelineError) as error:
-        _grpo(base_checkpoint, tmp_path / "run", max_steps=3, temperature=0.8, lr=None, resume=True)
+        _grpo(base_checkpoint, tmp_path / "run", max_steps=3, temperature=0.8, max_new_tokens=None, resume=True)
     message = str(error.value)
     assert "temperature: the run has 1.0, this command 0.8" in message
-    assert "lr: the run has 0.003" in message and "(--lr 0.003 --temperature 1.0)" in message
-    assert "max_steps" not in message
+    assert "max_new_tokens: the run has 6, this command None" in message
+    assert "(--max_new_tokens 6 --temperature 1.0)" in message
+    assert "max_steps" not in message and "lr" not in message
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log + '{"step": 3}\n', "a refused resume changed the log"
     capsys.readouterr()
-    result = _grpo(base_checkpoint, tmp_path / "run", max_steps=3, temperature=1.0, lr=3e-3, resume=True)
+    result = _grpo(base_checkpoint, tmp_path / "run", max_steps=3, temperature=1.0, lr=5e-2, resume=True)
     assert [r["step"] for r in result.history] == [1, 2, 3]
-    assert "lr 0.003," in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "lr 0.003," in out and "--lr 0.05 is not used" in out
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["run_settings"]["lr"] == pytest.approx(3e-3)
 
 
-def test_the_lr_a_resumed_run_prints_is_the_one_it_trains_with(base_checkpoint, tmp_path, fake_rewards, capsys,
-                                                              monkeypatch):
-    """A run saved before its default learning rate changed (its settings say lr None, as runs of
-    older versions did) resumes with its own learning rate, and says so."""
+def test_a_run_of_an_older_version_resumes_with_its_own_lr_and_records_it(base_checkpoint, tmp_path, fake_rewards,
+                                                                         capsys, monkeypatch):
+    """A run saved before its default learning rate changed (older versions recorded the settings
+    as "grpo_config", a default lr as None) resumes with its own learning rate, says so, and its
+    new checkpoints record that lr, so that a second resume with it is not refused."""
     from llm_from_scratch.pipelines.grpo import GRPOConfig
     from llm_from_scratch.training.checkpoint import save_checkpoint
 
     _grpo(base_checkpoint, tmp_path / "run", max_steps=2, lr=None)
     old = load_checkpoint(tmp_path / "run" / "last.pt")
-    used = old["grpo_config"]["lr"]
-    old["grpo_config"]["lr"] = None                       # how older versions recorded a default lr
+    used = old["run_settings"]["lr"]
+    old["grpo_config"] = {**old.pop("run_settings"), "lr": None}
     save_checkpoint(tmp_path / "run" / "last.pt", old)
     monkeypatch.setattr(GRPOConfig, "FULL_WEIGHTS_LR", used * 7)   # the default changes in between
     capsys.readouterr()
     _grpo(base_checkpoint, tmp_path / "run", max_steps=3, lr=None, resume=True)
     out = capsys.readouterr().out
     assert f"lr {used:g}," in out and f"lr {used * 7:g}," not in out
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["run_settings"]["lr"] == pytest.approx(used)
+    _grpo(base_checkpoint, tmp_path / "run", max_steps=4, lr=used, resume=True)
+
+
+def test_a_resumed_run_keeps_its_precision_and_start_model(base_checkpoint, tmp_path, fake_rewards):
+    """--precision auto keeps the run's precision; an explicit other one is refused; so is another
+    start model (a moved file of the same model is fine: it is checked by name)."""
+    import shutil
+
+    from llm_from_scratch.pipelines import PipelineError
+
+    _grpo(base_checkpoint, tmp_path / "run", max_steps=1, precision="fp32")
+    with pytest.raises(PipelineError, match=r"precision: the run has 'fp32', this command 'bf16'.*--precision fp32"):
+        _grpo(base_checkpoint, tmp_path / "run", max_steps=2, precision="bf16", resume=True)
+    _grpo(base_checkpoint, tmp_path / "run", max_steps=2, precision="auto", resume=True)
+    other = tmp_path / "other.pt"
+    shutil.copy(base_checkpoint, other)
+    with pytest.raises(PipelineError, match="model_type"):
+        _grpo(other, tmp_path / "run", max_steps=3, resume=True)

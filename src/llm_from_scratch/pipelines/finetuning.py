@@ -82,8 +82,10 @@ def run_name(config: FinetuneConfig, loaded) -> str:
 
 def finetune_trainer(model, train_loader, val_loader, tokenizer, config: FinetuneConfig, out_dir: Path, device,
                      **extra: Any):
-    """A `GPTTrainer` with the settings of `config`; `extra` are the trainer's other keywords
-    (`metrics`, `extra_checkpoint_info`)."""
+    """A `GPTTrainer` with the settings of `config` (which a resumed run must keep:
+    training/run_settings.py); `extra` are the trainer's other keywords (`metrics`,
+    `extra_checkpoint_info`)."""
+    from llm_from_scratch.training.run_settings import recorded_settings
     from llm_from_scratch.training.trainer import GPTTrainer
 
     return GPTTrainer(
@@ -93,5 +95,5 @@ def finetune_trainer(model, train_loader, val_loader, tokenizer, config: Finetun
         eval_interval=config.eval_interval,
         eval_batches=config.eval_batches, out_dir=str(out_dir), seed=config.seed, device=str(device),
         resume_from=str(out_dir / "last.pt") if config.resume else None, progress=config.progress,
-        precision=config.precision, **extra,
+        precision=config.precision, run_settings=recorded_settings(config), **extra,
     )

@@ -162,59 +162,26 @@ class PolicyMethod(TrainingMethod):
 
 def policy_trainer(config: PolicyConfig, prepared: PreparedPolicy, method: PolicyMethod):
     """The `GPTTrainer` of a run: the config's settings, `method`'s steps, what the checkpoints
-    record (method, LoRA, settings); continued from last.pt when `config.resume`."""
+    record (method, LoRA, settings); continued from last.pt when `config.resume`, with the
+    settings it started with (training/run_settings.py)."""
+    from llm_from_scratch.training.run_settings import recorded_settings
     from llm_from_scratch.training.trainer import GPTTrainer
 
     c = config
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(c).items()}
+    settings = recorded_settings(c)
     settings["lr"] = default_lr(c)       # the learning rate used, not None: defaults change between versions
-    key = f"{method.name.lower()}_config"
-    info = {"method": method.name.lower(), "lora": prepared.lora, "model_type": prepared.name, key: settings}
+    info = {"method": method.name.lower(), "lora": prepared.lora, "model_type": prepared.name}
     try:
         trainer = GPTTrainer(prepared.model, method=method, tokenizer=prepared.tokenizer, max_steps=c.max_steps,
-                          lr=default_lr(c), weight_decay=c.weight_decay, warmup_steps=c.warmup_steps,
-                          grad_clip=c.grad_clip, eval_interval=c.eval_interval, out_dir=str(prepared.out_dir),
-                          seed=c.seed, device=str(prepared.device), precision=c.precision, progress=c.progress,
-                          checkpoint_trainable_only=prepared.lora is not None, extra_checkpoint_info=info,
-                          resume_from=str(prepared.out_dir / "last.pt") if c.resume else None)
+                             lr=default_lr(c), weight_decay=c.weight_decay, warmup_steps=c.warmup_steps,
+                             grad_clip=c.grad_clip, eval_interval=c.eval_interval, out_dir=str(prepared.out_dir),
+                             seed=c.seed, device=str(prepared.device), precision=c.precision, progress=c.progress,
+                             checkpoint_trainable_only=prepared.lora is not None, extra_checkpoint_info=info,
+                             run_settings=settings,
+                             resume_from=str(prepared.out_dir / "last.pt") if c.resume else None)
     except ValueError as exc:
         raise PipelineError(str(exc)) from exc
-    if c.resume:
-        check_resumed_settings(trainer.resumed_info.get(key), settings, prepared.out_dir)
     return trainer
-
-
-# Settings a resumed run may change: how long it runs, how it shows progress, where it runs, how
-# many rows it computes at once (the same sums, batched differently), and paths that were moved.
-RESUMABLE_CHANGES = frozenset({"max_steps", "resume", "progress", "device", "eval_interval", "batch_size",
-                               "micro_batch", "out_dir", "checkpoint", "model", "data"})
-
-
-def check_resumed_settings(saved: dict | None, current: dict, out_dir: Path) -> None:
-    """A resumed run continues the run it resumes: every setting that shapes the training (the
-    learning rate, the sampling temperature, the tasks, ...) must be the one it started with, or
-    the run would silently become a mixture of two recipes (as when a default changed in between).
-    Settings the saved run did not record (older versions) cannot be checked and are let through."""
-    if not saved:
-        return
-    saved = dict(saved)
-    if saved.get("lr") is None:          # older versions recorded a default lr as None; the run's own
-        saved.pop("lr", None)            # comes back with its optimizer and schedule either way
-    changed = [(k, saved[k], v) for k, v in current.items()
-               if k not in RESUMABLE_CHANGES and k in saved and saved[k] != v]
-    if changed:
-        listed = "; ".join(f"{k}: the run has {old!r}, this command {new!r}" for k, old, new in changed)
-        flags = " ".join(_as_flag(k, old) for k, old, _ in changed)
-        raise PipelineError(f"{out_dir} holds a run with other settings ({listed}). A default may have changed "
-                            f"since it started. Continue it as it started ({flags}), or start a new run in "
-                            "another --out_dir.")
-
-
-def _as_flag(name: str, value) -> str:
-    """How a setting is given on the command line (`--lora`, `--no-lora`, `--lr 1e-05`)."""
-    if isinstance(value, bool):
-        return f"--{name}" if value else f"--no-{name}"
-    return f"--{name} {'default' if value is None else value}"
 
 
 def frozen_reference(prepared: PreparedPolicy):
