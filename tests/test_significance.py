@@ -200,3 +200,27 @@ def test_compare_names_a_run_by_name_equals_path_or_by_its_file_or_folder(tmp_pa
     odd = tmp_path / "x=y.json"
     odd.write_text("{}")
     assert run_label(str(odd)) == ("x=y", str(odd))                     # an existing file is a path, "=" or not
+
+
+def test_one_runs_vote_against_its_greedy_answers_is_a_paired_test_counted_by_hand(tmp_path, capsys):
+    """`llmfs evaluate compare RUN.json`: greedy (before) against vote@k (after) on the same questions."""
+    import json
+
+    from cli_helpers import run_cli
+
+    greedy = [True, True, False, False, False, False, False, False, True, False]
+    vote = [True, False, True, True, True, True, True, False, True, False]     # b = 1 (q1), c = 5 (q2..q6)
+    records = [{**r, "vote_correct": v, "samples": ["a"] * 8} for r, v in zip(_records("count", greedy), vote)]
+    table = compare_records(records, records, metric="greedy", after_metric="vote")
+    row = table["count"]
+    assert (row["b"], row["c"]) == (1, 5) and row["before"] == pytest.approx(0.3) and row["after"] == pytest.approx(0.7)
+    assert row["p"] == pytest.approx(2 * (1 + 6) / 64)                  # 2 · P(X <= 1), X ~ Bin(6, 1/2)
+    (tmp_path / "run.json").write_text(json.dumps({"records": records}))
+    code, out, _ = run_cli(capsys, "evaluate", "compare", tmp_path / "run.json")
+    assert code == 0 and "greedy -> vote@8" in out and "right greedy, wrong vote@8" in out
+    assert "+40.0" in out and "0.2188" in out
+    (tmp_path / "greedy.json").write_text(json.dumps({"records": _records("count", greedy)}))
+    code, _, err = run_cli(capsys, "evaluate", "compare", tmp_path / "greedy.json")
+    assert code == 2 and "--num_samples" in err
+    with pytest.raises(ValueError, match="metric must be"):
+        compare_records(records, records, after_metric="pass@8")

@@ -12,6 +12,7 @@ verifiable tasks (greedy pass@1, pass@k, majority vote).
     llmfs evaluate tasks --checkpoint checkpoints/grpo-smollm2-135m-instruct/final_model.pt --tasks addition
     llmfs evaluate tasks --model smollm2-135m-instruct --tasks none --gsm8k gsm8k_test.jsonl --num_samples 0
     llmfs evaluate compare before.json after.json        # two `tasks --out` runs: paired test per family
+    llmfs evaluate compare vote8.json                    # one run's vote@k against its greedy answers
     llmfs evaluate compare runs/grpo/heldout-before.json rft=runs/rft/heldout-after.json runs/grpo/heldout-after.json
                                                          # a start and several runs: which wins each family
 """
@@ -65,11 +66,13 @@ def add_parser(subparsers) -> None:
     _add_tasks(kinds)
     c = kinds.add_parser("compare", help="two `evaluate tasks --out` runs on the same questions: intervals and "
                                          "McNemar's paired test per family; or a start and several runs "
-                                         "(START.json NAME=RUN.json ...): which run wins each family")
+                                         "(START.json NAME=RUN.json ...): which run wins each family; or one "
+                                         "run with samples: its vote@k against its greedy answers")
     add_flag(c, "before", help="the first run's JSON (from --out)")
     add_flag(c, "after", help="the second run's JSON")
     c.add_argument("runs", nargs="*", help="or: BEFORE.json AFTER.json; or START.json and two or more "
-                   "runs, each PATH or NAME=PATH (a training run's heldout-after.json is named by its folder)")
+                   "runs, each PATH or NAME=PATH (a training run's heldout-after.json is named by its folder); "
+                   "or one RUN.json of `evaluate tasks --num_samples K`: vote@K against greedy, paired")
     add_flag(c, "metric", default="greedy", choices=["greedy", "vote"], help="which score to compare (default greedy)")
     add_flag(c, "plot", default=None, help="also draw the runs' scores per family, with intervals, as this PNG")
     c.set_defaults(handler=run_compare)
@@ -81,9 +84,10 @@ def run_compare(args: argparse.Namespace) -> int:
                                                           format_methods, plot_methods)
 
     paths = [x for x in (args.before, args.after) if x] + list(args.runs)
-    if len(paths) < 2:
+    if not paths:
         raise CommandError("give two runs: llmfs evaluate compare BEFORE.json AFTER.json (from evaluate tasks --out), "
-                           "or the start and several runs: llmfs evaluate compare START.json rft=A.json grpo=B.json")
+                           "the start and several runs: llmfs evaluate compare START.json rft=A.json grpo=B.json, "
+                           "or one run with samples: llmfs evaluate compare RUN.json (its vote against greedy)")
     names, runs = [], []
     for spec in paths:
         name, path = run_label(spec)
@@ -95,6 +99,8 @@ def run_compare(args: argparse.Namespace) -> int:
         names.append(name)
     if len(set(names[1:])) != len(names) - 1:
         raise CommandError(f"two runs have the same name ({', '.join(names[1:])}): name them, as NAME=PATH")
+    if len(runs) == 1:
+        return _compare_vote_with_greedy(paths[0], runs[0])
     try:
         if len(runs) == 2:
             text = format_comparison(compare_records(runs[0], runs[1], metric=args.metric))
@@ -107,6 +113,24 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.plot:
         plot_methods(runs[0], dict(zip(names[1:], runs[1:])), args.plot, metric=args.metric)
         print(f"picture: {args.plot}")
+    return 0
+
+
+def _compare_vote_with_greedy(path: str, records: list) -> int:
+    """One run's majority vote against its own greedy answers, question by question: does voting
+    over the samples beat the one greedy answer, family by family?"""
+    from llm_from_scratch.evaluation.significance import compare_records, format_comparison
+
+    if not records or "vote_correct" not in records[0]:
+        raise CommandError(f"{path} has no votes: one run is compared with itself, vote@k against greedy, so it "
+                           "needs samples (llmfs evaluate tasks --num_samples 8 --out RUN); or give two runs")
+    k = len(records[0].get("samples") or []) or "k"
+    try:
+        table = compare_records(records, records, metric="greedy", after_metric="vote")
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"greedy -> vote@{k}, the same questions: {path}")
+    print(format_comparison(table, labels=("greedy", f"vote@{k}")))
     return 0
 
 

@@ -70,24 +70,28 @@ def _question_key(record: dict[str, Any]) -> tuple:
 
 
 def compare_records(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], metric: str = "greedy",
-                    alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+                    alpha: float = 0.05, after_metric: str | None = None) -> dict[str, dict[str, Any]]:
     """Per family (and "all"): n, both accuracies with their 95% intervals, the difference, the
     discordant counts b (right -> wrong) and c (wrong -> right), McNemar's p, and whether
-    p < alpha. `metric`: "greedy" (greedy pass@1) or "vote" (majority vote of the samples).
+    p < alpha. `metric`: "greedy" (greedy pass@1) or "vote" (majority vote of the samples);
+    `after_metric` scores the second run another way (one run's greedy answers against its own
+    vote: `compare_records(run, run, "greedy", after_metric="vote")`).
 
     Raises ValueError when the runs were not scored on the same questions (the same family, id,
     prompt and reference answer, each once): a paired test means nothing otherwise."""
-    field = {"greedy": "greedy_correct", "vote": "vote_correct"}.get(metric)
-    if field is None:
-        raise ValueError(f"metric must be greedy or vote, got {metric!r}")
+    fields = {"greedy": "greedy_correct", "vote": "vote_correct"}
+    for name in (metric, after_metric or metric):
+        if name not in fields:
+            raise ValueError(f"metric must be greedy or vote, got {name!r}")
     by_key = {}
-    for name, records in (("before", before), ("after", after)):
+    for name, records, scored in (("before", before, metric), ("after", after, after_metric or metric)):
+        field = fields[scored]
         keys = [_question_key(r) for r in records]
         if len(set(keys)) != len(keys):
             raise ValueError(f"the {name} run holds a question twice")
         missing = [r for r in records if field not in r]
         if missing:
-            raise ValueError(f"the {name} run has no {metric} scores (was it run with that metric on?)")
+            raise ValueError(f"the {name} run has no {scored} scores (was it run with that metric on?)")
         by_key[name] = {k: bool(r[field]) for k, r in zip(keys, records)}
     if set(by_key["before"]) != set(by_key["after"]):
         only = len(set(by_key["before"]) ^ set(by_key["after"]))
@@ -114,9 +118,11 @@ def compare_records(before: Sequence[dict[str, Any]], after: Sequence[dict[str, 
     return table
 
 
-def format_comparison(table: dict[str, dict[str, Any]]) -> str:
-    """The comparison as an aligned text table (percentages; * marks p < 0.05)."""
-    lines = [f"{'family':<16}{'n':>5}{'before':>22}{'after':>22}{'change':>9}{'b→':>5}{'→c':>5}{'p':>9}"]
+def format_comparison(table: dict[str, dict[str, Any]], labels: tuple[str, str] = ("before", "after")) -> str:
+    """The comparison as an aligned text table (percentages; * marks p < 0.05); `labels` name
+    the two columns (and the b/c legend)."""
+    first, second = labels
+    lines = [f"{'family':<16}{'n':>5}{first:>22}{second:>22}{'change':>9}{'b→':>5}{'→c':>5}{'p':>9}"]
     for family, row in table.items():
         def cell(value, interval):
             return f"{100 * value:5.1f}% [{100 * interval[0]:4.1f}-{100 * interval[1]:5.1f}]"
@@ -124,7 +130,8 @@ def format_comparison(table: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{family:<16}{row['n']:>5}{cell(row['before'], row['before_interval']):>22}"
                      f"{cell(row['after'], row['after_interval']):>22}{100 * row['difference']:>+8.1f}"
                      f"{row['b']:>5}{row['c']:>5}{row['p']:>9.4f}{mark}")
-    lines.append("b: right before, wrong after; c: wrong before, right after; p: exact McNemar; * p < 0.05")
+    lines.append(f"b: right {first}, wrong {second}; c: wrong {first}, right {second}; p: exact McNemar; "
+                 "* p < 0.05")
     return "\n".join(lines)
 
 
