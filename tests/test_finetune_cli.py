@@ -218,3 +218,18 @@ def test_a_resumed_fine_tuning_run_keeps_its_settings(base_checkpoint, tmp_path,
     assert code != 0 and "batch_size: the run has 8, this command 4" in err and "--batch_size 8" in err
     code, _, err = run_cli(capsys, *args, "--max_steps", 4, "--resume")
     assert code == 0, err
+
+
+def test_a_resumed_lora_classifier_keeps_its_lora_scale(base_checkpoint, tmp_path, capsys):
+    """Classification with LoRA: another --lora_alpha would change the adapters' scale under the same
+    tensors; --resume refuses it."""
+    rows = [[f"word{i % 5} text {i}", ["a", "b"][i % 2]] for i in range(40)]
+    args = ["finetune", "classify", "--checkpoint", base_checkpoint, "--dataset", write_csv(tmp_path / "c.csv", rows),
+            "--text_column", "message", "--label_column", "kind", "--trainable", "lora", "--eval_interval", 2,
+            "--out_dir", tmp_path / "run", "--no-progress"]
+    code, _, err = run_cli(capsys, *args, "--max_steps", 2)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *args, "--max_steps", 3, "--lora_alpha", 64, "--resume")
+    assert code == 2 and "lora_alpha: the run has 16.0, this command 64.0" in err
+    code, _, err = run_cli(capsys, *args, "--max_steps", 3, "--resume")
+    assert code == 0, err

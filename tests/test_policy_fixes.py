@@ -307,12 +307,14 @@ def test_a_run_of_an_older_version_resumes_with_its_own_lr_and_records_it(base_c
     out = capsys.readouterr().out
     assert f"lr {used:g}," in out and f"lr {used * 7:g}," not in out
     assert load_checkpoint(tmp_path / "run" / "last.pt")["run_settings"]["lr"] == pytest.approx(used)
+    capsys.readouterr()
     _grpo(base_checkpoint, tmp_path / "run", max_steps=4, lr=used, resume=True)
+    assert "is not used" not in capsys.readouterr().out
 
 
 def test_a_resumed_run_keeps_its_precision_and_start_model(base_checkpoint, tmp_path, fake_rewards):
-    """--precision auto keeps the run's precision; an explicit other one is refused; so is another
-    start model (a moved file of the same model is fine: it is checked by name)."""
+    """--precision auto keeps the run's precision; an explicit other one is refused. The start model
+    is compared by its weights: a renamed copy is fine, other weights under the same name are not."""
     import shutil
 
     from llm_from_scratch.pipelines import PipelineError
@@ -321,7 +323,14 @@ def test_a_resumed_run_keeps_its_precision_and_start_model(base_checkpoint, tmp_
     with pytest.raises(PipelineError, match=r"precision: the run has 'fp32', this command 'bf16'.*--precision fp32"):
         _grpo(base_checkpoint, tmp_path / "run", max_steps=2, precision="bf16", resume=True)
     _grpo(base_checkpoint, tmp_path / "run", max_steps=2, precision="auto", resume=True)
-    other = tmp_path / "other.pt"
-    shutil.copy(base_checkpoint, other)
-    with pytest.raises(PipelineError, match="model_type"):
-        _grpo(other, tmp_path / "run", max_steps=3, resume=True)
+    (tmp_path / "moved").mkdir()
+    renamed = tmp_path / "moved" / "another-name.pt"
+    shutil.copy(base_checkpoint, renamed)
+    _grpo(renamed, tmp_path / "run", max_steps=3, resume=True)
+    other = load_checkpoint(base_checkpoint)
+    first = next(iter(other["model"]))
+    other["model"][first] = other["model"][first] + 0.01
+    (tmp_path / "same-name").mkdir()
+    torch.save(other, tmp_path / "same-name" / base_checkpoint.name)
+    with pytest.raises(PipelineError, match="another start model"):
+        _grpo(tmp_path / "same-name" / base_checkpoint.name, tmp_path / "run", max_steps=4, resume=True)

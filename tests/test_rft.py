@@ -105,3 +105,19 @@ def test_rft_with_one_question_says_it_cannot_validate(base_checkpoint, tmp_path
     with pytest.raises(PipelineError, match="2 questions"):
         finetune_rft(RFTConfig(checkpoint=base_checkpoint, tasks="addition", questions=1, samples_per_question=5,
                                max_new_tokens=8, eval_tasks="none", out_dir=tmp_path / "one", progress=False))
+
+
+def test_a_resumed_rft_run_may_change_how_it_sampled_but_not_how_it_trains(base_checkpoint, tmp_path, capsys,
+                                                                           fabricated):
+    """A resumed RFT run trains on its saved answers: another --temperature is fine; another
+    --style (how the answers are formatted for training) is refused, naming the flag."""
+    out = tmp_path / "rft"
+    flags = ["finetune", "rft", "--checkpoint", base_checkpoint, "--tasks", "addition", "--questions", 8,
+             "--samples_per_question", 5, "--max_new_tokens", 8, "--out_dir", out, "--precision", "fp32",
+             "--no-progress", "--eval_tasks", "none"]
+    code, _, stderr = run_cli(capsys, *flags, "--max_steps", 2)
+    assert code == 0, stderr
+    code, _, stderr = run_cli(capsys, *flags, "--max_steps", 3, "--style", "phi3", "--resume")
+    assert code == 2 and "style: the run has 'auto', this command 'phi3'" in stderr and "--style auto" in stderr
+    code, _, stderr = run_cli(capsys, *flags, "--max_steps", 3, "--temperature", 1.3, "--resume")
+    assert code == 0, stderr

@@ -91,6 +91,8 @@ def finetune_classifier(config: ClassifierConfig) -> ClassifierResult:
         val_loader = DataLoader(val_loader.dataset, batch_size=c.batch_size, collate_fn=collate)
         test_loader = DataLoader(test_loader.dataset, batch_size=c.batch_size, collate_fn=collate)
 
+    from llm_from_scratch.training.run_settings import RunSettings
+    settings = RunSettings.of(c, start_model=loaded.model, may_change=("eval_batches",))   # what --resume keeps
     torch.manual_seed(c.seed)  # the new head (and LoRA's A matrices) start the same in every run
     classifier = build_classifier(loaded.model, train_set.num_classes, pad, c.pool, c.trainable,
                                   c.lora_rank, c.lora_alpha)
@@ -110,7 +112,7 @@ def finetune_classifier(config: ClassifierConfig) -> ClassifierResult:
             "max_length": train_set.max_length, "trainable": c.trainable, "lora_rank": c.lora_rank,
             "lora_alpha": c.lora_alpha}
     trainer = finetune_trainer(classifier, train_loader, val_loader, tokenizer, c, out_dir, device,
-                               metrics=accuracies,
+                               metrics=accuracies, run_settings=settings,
                                extra_checkpoint_info={"task": task, "model_type": run_name(c, loaded)})
     print(f"device {trainer.device}, {trainer.precision_choice.describe()}")
     with sigterm_as_ctrl_c():          # `kill` saves last.pt like Ctrl-C does

@@ -96,6 +96,9 @@ class DPOMethod(PolicyMethod):
 
     name = "DPO"
     plot_keys = DPO_PLOT
+    # a resumed run trains on its saved pairs.jsonl: what made the pairs may change
+    resume_may_change = ("micro_batch", "data", "tasks", "difficulty", "num_prompts", "samples_per_prompt",
+                         "temperature", "max_new_tokens", "batch_size")
 
     def __init__(self, model, tokenizer, pairs: list, config: DPOConfig, reference=None):
         self.model, self.c, self.reference = model, config, reference

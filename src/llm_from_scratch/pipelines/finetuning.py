@@ -81,19 +81,21 @@ def run_name(config: FinetuneConfig, loaded) -> str:
 
 
 def finetune_trainer(model, train_loader, val_loader, tokenizer, config: FinetuneConfig, out_dir: Path, device,
-                     **extra: Any):
-    """A `GPTTrainer` with the settings of `config` (which a resumed run must keep:
-    training/run_settings.py); `extra` are the trainer's other keywords (`metrics`,
-    `extra_checkpoint_info`)."""
-    from llm_from_scratch.training.run_settings import recorded_settings
+                     run_settings=None, **extra: Any):
+    """A `GPTTrainer` with the settings of `config`; `run_settings` (training/run_settings.py):
+    what a resumed run must keep; `extra` are the trainer's other keywords (`metrics`,
+    `extra_checkpoint_info`). A bad setting or a resume that does not fit is a PipelineError."""
     from llm_from_scratch.training.trainer import GPTTrainer
 
-    return GPTTrainer(
-        model, train_loader, val_loader, tokenizer=tokenizer, max_steps=config.max_steps,
-        epochs=None if config.max_steps else config.epochs, lr=config.lr, weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps, grad_clip=config.grad_clip, grad_accum_steps=config.grad_accum,
-        eval_interval=config.eval_interval,
-        eval_batches=config.eval_batches, out_dir=str(out_dir), seed=config.seed, device=str(device),
-        resume_from=str(out_dir / "last.pt") if config.resume else None, progress=config.progress,
-        precision=config.precision, run_settings=recorded_settings(config), **extra,
-    )
+    try:
+        return GPTTrainer(
+            model, train_loader, val_loader, tokenizer=tokenizer, max_steps=config.max_steps,
+            epochs=None if config.max_steps else config.epochs, lr=config.lr, weight_decay=config.weight_decay,
+            warmup_steps=config.warmup_steps, grad_clip=config.grad_clip, grad_accum_steps=config.grad_accum,
+            eval_interval=config.eval_interval,
+            eval_batches=config.eval_batches, out_dir=str(out_dir), seed=config.seed, device=str(device),
+            resume_from=str(out_dir / "last.pt") if config.resume else None, progress=config.progress,
+            precision=config.precision, run_settings=run_settings, **extra,
+        )
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from exc

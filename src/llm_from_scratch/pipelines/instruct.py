@@ -57,13 +57,21 @@ class InstructResult(FinetunedRunFiles):
         return self.out_dir / "test-responses.json"
 
 
-def finetune_instruct(config: InstructConfig) -> InstructResult:
-    """Fine-tune on instructions as `config` says (see the module docstring); bad input raises PipelineError."""
+# settings of an instruction run that may change on --resume (training/run_settings.py): they only
+# set how the test split is answered and how long validation is
+RESUME_MAY_CHANGE = ("max_new_tokens", "skip_baseline", "eval_batches")
+
+
+def finetune_instruct(config: InstructConfig, run_settings=None) -> InstructResult:
+    """Fine-tune on instructions as `config` says (see the module docstring); bad input raises
+    PipelineError. `run_settings`: what a resumed run must keep, if a stage that trains through this
+    one (RFT) records its own settings (default: `config`'s)."""
     from llm_from_scratch.data.instructions import load_instruction_data
     from llm_from_scratch.data.synthetic_instructions import make_instruction_set
     from llm_from_scratch.evaluation.scoring import score_exact_match
     from llm_from_scratch.finetune.instruct import generate_responses, instruction_loaders, prompt_style_for, save_results
     from llm_from_scratch.training.checkpoint import save_checkpoint
+    from llm_from_scratch.training.run_settings import RunSettings, weights_fingerprint
     from llm_from_scratch.training.trainer import auto_device
 
     c = config
@@ -71,6 +79,8 @@ def finetune_instruct(config: InstructConfig) -> InstructResult:
     device = auto_device(c.device)
     loaded = load_start_model(c, device)
     model, tokenizer = loaded.model, loaded.tokenizer
+    settings = run_settings if run_settings is not None else RunSettings.of(c, may_change=RESUME_MAY_CHANGE)
+    settings.values["start_weights"] = weights_fingerprint(model)
     entries = make_instruction_set(c.num_examples, seed=c.seed) if str(c.data) == "synthetic" \
         else load_instruction_data(c.data)
     style = prompt_style_for(tokenizer, c.style)
@@ -111,7 +121,7 @@ def finetune_instruct(config: InstructConfig) -> InstructResult:
         trainable, total = count_parameters(model)
         print(f"LoRA rank {c.lora_rank}: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
     model.train()
-    trainer = finetune_trainer(model, train_loader, val_loader, tokenizer, c, out_dir, device,
+    trainer = finetune_trainer(model, train_loader, val_loader, tokenizer, c, out_dir, device, run_settings=settings,
                                extra_checkpoint_info={"task": task, "model_type": name, "lora": lora_info})
     print(f"device {trainer.device}, {trainer.precision_choice.describe()}")
     with sigterm_as_ctrl_c():          # `kill` saves last.pt like Ctrl-C does

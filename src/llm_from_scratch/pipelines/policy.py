@@ -96,6 +96,7 @@ class PreparedPolicy:
     out_dir: Path
     lora: dict | None                    # {"rank", "alpha"} when LoRA adapters train
     device: Any
+    start_weights: str | None = None     # `weights_fingerprint` of the start model (what --resume checks)
 
 
 def prepare_policy(config: PolicyConfig, method: str) -> PreparedPolicy:
@@ -117,6 +118,8 @@ def prepare_policy(config: PolicyConfig, method: str) -> PreparedPolicy:
     if not c.resume and (out_dir / "last.pt").is_file():
         raise PipelineError(f"{out_dir} already holds a run (last.pt): continue it with --resume, or choose "
                             "another --out_dir")
+    from llm_from_scratch.training.run_settings import weights_fingerprint
+    start_weights = weights_fingerprint(model)
     lora = None
     if c.lora:
         from llm_from_scratch.finetune.lora import apply_lora
@@ -124,7 +127,7 @@ def prepare_policy(config: PolicyConfig, method: str) -> PreparedPolicy:
         apply_lora(model, c.lora_rank, c.lora_alpha)
         lora = {"rank": c.lora_rank, "alpha": c.lora_alpha}
     model.eval()  # dropout off, for the policy and the reference (see the module docstring)
-    return PreparedPolicy(model, loaded.tokenizer, run_name(c, loaded), out_dir, lora, device)
+    return PreparedPolicy(model, loaded.tokenizer, run_name(c, loaded), out_dir, lora, device, start_weights)
 
 
 def answer_budget(config: PolicyConfig, prompts: list, context_length: int) -> int:
@@ -146,6 +149,9 @@ class PolicyMethod(TrainingMethod):
     train_mode = False                   # the model stays in eval mode: dropout off, gradients on
 
     scorer = None                        # a pipelines.heldout.HeldoutScorer, set by run_policy (None: no scoring)
+    # settings that may change on --resume (training/run_settings.py): rows per forward/backward
+    # (the same gradient); a method adds what it no longer uses once its data is saved
+    resume_may_change: ClassVar[tuple[str, ...]] = ("micro_batch",)
 
     def evaluate(self, trainer, final: bool) -> dict:
         """Held-out greedy pass@1 per family: all questions at the start and the end (written to
@@ -164,12 +170,13 @@ def policy_trainer(config: PolicyConfig, prepared: PreparedPolicy, method: Polic
     """The `GPTTrainer` of a run: the config's settings, `method`'s steps, what the checkpoints
     record (method, LoRA, settings); continued from last.pt when `config.resume`, with the
     settings it started with (training/run_settings.py)."""
-    from llm_from_scratch.training.run_settings import recorded_settings
+    from llm_from_scratch.training.run_settings import RunSettings
     from llm_from_scratch.training.trainer import GPTTrainer
 
     c = config
-    settings = recorded_settings(c)
-    settings["lr"] = default_lr(c)       # the learning rate used, not None: defaults change between versions
+    settings = RunSettings.of(c, may_change=method.resume_may_change)
+    settings.values["lr"] = default_lr(c)  # the learning rate used, not None: defaults change between versions
+    settings.values["start_weights"] = prepared.start_weights
     info = {"method": method.name.lower(), "lora": prepared.lora, "model_type": prepared.name}
     try:
         trainer = GPTTrainer(prepared.model, method=method, tokenizer=prepared.tokenizer, max_steps=c.max_steps,

@@ -117,11 +117,19 @@ def split_by_question(entries: list[dict[str, Any]], every: int = VALIDATION_EVE
             [e for e in entries if (e["family"], e["id"]) in held])
 
 
+# settings that may change on --resume (training/run_settings.py): a resumed run trains on its
+# saved answers, so what sampled them may change; so may the instruction stage's settings RFT has no
+# flag for (its data is RFT's own, it has no test split)
+RESUME_MAY_CHANGE = ("tasks", "difficulty", "questions", "samples_per_question", "temperature", "max_new_tokens",
+                     "sample_batch_size", "data", "validation_data", "num_examples", "skip_baseline", "eval_batches")
+
+
 def finetune_rft(config: RFTConfig) -> RFTResult:
     """Sample, keep the checked-correct answers, fine-tune on them (see the module docstring)."""
     from llm_from_scratch.assets import write_atomically
     from llm_from_scratch.pipelines.finetuning import default_out_dir, load_start_model
     from llm_from_scratch.pipelines.instruct import finetune_instruct
+    from llm_from_scratch.training.run_settings import RunSettings
     from llm_from_scratch.pipelines.task_eval import gather_instances
     from llm_from_scratch.training.trainer import auto_device
 
@@ -177,7 +185,8 @@ def finetune_rft(config: RFTConfig) -> RFTResult:
     instruct_fields = {f.name for f in fields(InstructConfig)}
     settings = {k: v for k, v in asdict(c).items() if k in instruct_fields}
     settings.update(data=data_path, validation_data=validation_path, out_dir=out_dir)
-    result = finetune_instruct(InstructConfig(**settings))
+    run_settings = RunSettings.of(c, may_change=RESUME_MAY_CHANGE)
+    result = finetune_instruct(InstructConfig(**settings), run_settings=run_settings)
     scores = None
     if scorer is not None:
         result.model.eval()

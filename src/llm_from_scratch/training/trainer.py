@@ -44,7 +44,7 @@ from llm_from_scratch.training.cpu_speed import keep_freed_memory
 from llm_from_scratch.training.distributed import DistInfo, init_distributed
 from llm_from_scratch.training.method import TrainingMethod
 from llm_from_scratch.training.optim import build_optimizer, build_scheduler
-from llm_from_scratch.training.run_settings import check_resumed_settings
+from llm_from_scratch.training.run_settings import RunSettings, check_resumed_settings
 from llm_from_scratch.training.precision import PRECISIONS, PrecisionChoice, choose_precision
 
 
@@ -139,14 +139,15 @@ class GPTTrainer:
     it, evaluations print a sample and checkpoints record which tokenizer the model needs.
     `method=` trains another way than next-token prediction on the loaders (DPO, GRPO; see
     method.py); `extra_checkpoint_info` joins every checkpoint. `run_settings`, a fine-tuning
-    stage's settings, too: a resumed run must have the same (run_settings.py).
+    stage's settings and start model, too: a resumed run must have the same (run_settings.py).
     """
 
     def __init__(self, model: torch.nn.Module, train_loader: DataLoader | None = None,
                  val_loader: DataLoader | None = None, config: TrainerConfig | None = None, tokenizer=None,
                  extra_checkpoint_info: dict | None = None,
                  metrics: Callable[["GPTTrainer"], dict[str, float]] | None = None,
-                 method: TrainingMethod | None = None, run_settings: dict | None = None, **overrides: Any):
+                 method: TrainingMethod | None = None, run_settings: RunSettings | None = None,
+                 **overrides: Any):
         self.config = cfg = TrainerConfig(**{**(asdict(config) if config else {}), **overrides})
         if cfg.precision not in PRECISIONS and cfg.precision != "auto":
             raise ValueError(f"precision must be auto or one of {list(PRECISIONS)}, got {cfg.precision!r}")
@@ -499,7 +500,7 @@ class GPTTrainer:
             "precision": self.precision,
             "precision_reason": self.precision_choice.reason,
             **self.extra_checkpoint_info,
-            **({"run_settings": self.run_settings} if self.run_settings is not None else {}),
+            **({"run_settings": self.run_settings.values} if self.run_settings is not None else {}),
         }
 
     def resume(self, path: str | Path, ckpt: dict[str, Any] | None = None) -> None:
@@ -514,13 +515,12 @@ class GPTTrainer:
             if key not in ckpt:
                 raise ValueError(f"{path} cannot be resumed from: it has no {key!r} entry "
                                  "(only the last.pt of a run with the same settings can).")
-        # the same method, adapters and (for a fine-tuning stage) start model
-        for key in ("method", "lora") + (("model_type",) if self.run_settings is not None else ()):
+        for key in ("method", "lora"):
             if key in self.extra_checkpoint_info and ckpt.get(key) != self.extra_checkpoint_info[key]:
                 raise ValueError(f"{path} was written by a run with {key}={ckpt.get(key)!r}, this run has "
                                  f"{key}={self.extra_checkpoint_info[key]!r}: resume with the same settings "
                                  "or use a new --out_dir")
-        notes = []
+        notes, saved = [], None
         if self.run_settings is not None:   # (DPO/GRPO checkpoints of older versions: "<method>_config")
             saved = ckpt.get("run_settings", ckpt.get(f"{self.method.name.lower()}_config"))
             notes = check_resumed_settings(saved, self.run_settings, path, ckpt.get("precision"))
@@ -541,14 +541,14 @@ class GPTTrainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.run_settings is not None:   # record what the run trains with, not what was asked
-            self.run_settings["lr"] = self.scheduler.base_lrs[0]
+            self.run_settings.values["lr"] = self.scheduler.base_lrs[0]
             if "weight_decay" in (saved or {}):
-                self.run_settings["weight_decay"] = saved["weight_decay"]
-            for note in notes:
-                print(f"note: {note}")
+                self.run_settings.values["weight_decay"] = saved["weight_decay"]
         if "scaler" in ckpt:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["train_state"])
+        for note in notes if self.dist.is_main else ():
+            print(f"note: {note}")
         if "rng" in ckpt:          # (DPO/GRPO checkpoints from before the one loop have none: they
             set_rng_state(ckpt["rng"])   # seed every draw from the step number, so they need none)
         if self.method.log_every_step and self.out_dir is not None and self.dist.is_main:
