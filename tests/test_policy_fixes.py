@@ -284,7 +284,7 @@ def test_a_resumed_run_keeps_its_settings_or_says_which_changed(base_checkpoint,
     result = _grpo(base_checkpoint, tmp_path / "run", max_steps=3, temperature=1.0, lr=5e-2, resume=True)
     assert [r["step"] for r in result.history] == [1, 2, 3]
     out = capsys.readouterr().out
-    assert "lr 0.003," in out and "--lr 0.05 is not used" in out
+    assert "lr 0.003," in out and "lr 0.05 is not used" in out
     assert load_checkpoint(tmp_path / "run" / "last.pt")["run_settings"]["lr"] == pytest.approx(3e-3)
 
 
@@ -334,3 +334,16 @@ def test_a_resumed_run_keeps_its_precision_and_start_model(base_checkpoint, tmp_
     torch.save(other, tmp_path / "same-name" / base_checkpoint.name)
     with pytest.raises(PipelineError, match="another start model"):
         _grpo(tmp_path / "same-name" / base_checkpoint.name, tmp_path / "run", max_steps=4, resume=True)
+
+
+def test_a_run_trained_in_fp16_does_not_resume_on_a_cpu_with_precision_auto(base_checkpoint, tmp_path, fake_rewards):
+    """--precision auto keeps the run's precision; fp16 (a GPU run) cannot continue on a CPU: a clear error."""
+    from llm_from_scratch.pipelines import PipelineError
+    from llm_from_scratch.training.checkpoint import save_checkpoint
+
+    _grpo(base_checkpoint, tmp_path / "run", max_steps=1)
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    saved["precision"] = "fp16"                      # as if it had trained on a GPU
+    save_checkpoint(tmp_path / "run" / "last.pt", saved)
+    with pytest.raises(PipelineError, match="fp16, which needs a CUDA GPU"):
+        _grpo(base_checkpoint, tmp_path / "run", max_steps=2, precision="auto", resume=True)

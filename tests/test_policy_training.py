@@ -233,3 +233,20 @@ def test_grpo_gives_no_reward_to_an_answer_cut_off_at_max_new_tokens(base_checkp
     record = result.history[0]
     assert record["truncated"] == 1.0
     assert record["reward"] == record["accuracy"] == 0.0 and record["no_signal"] == 1.0
+
+
+def test_a_resumed_dpo_run_uses_its_saved_pairs_and_checks_what_makes_new_ones(base_checkpoint, tmp_path, capsys):
+    """On --resume DPO trains on the run's own pairs.jsonl, so another --data is not used (and
+    says so); without that file the pairs are made anew, and then --data must be the run's."""
+    from llm_from_scratch.pipelines import PipelineError, finetune_dpo
+
+    data = _pairs_file(tmp_path / "pairs.jsonl")
+    other = tmp_path / "other.jsonl"
+    other.write_text(data.read_text().replace("Answer", "Reply"))
+    finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "run", data=data, max_steps=2))
+    capsys.readouterr()
+    finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "run", data=other, max_steps=3, resume=True))
+    assert "resuming on the run's own 6 pairs" in capsys.readouterr().out
+    (tmp_path / "run" / "pairs.jsonl").unlink()
+    with pytest.raises(PipelineError, match="data: the run has"):
+        finetune_dpo(_dpo_config(base_checkpoint, tmp_path / "run", data=other, max_steps=4, resume=True))

@@ -48,7 +48,7 @@ def test_other_start_weights_are_refused():
 
 def test_the_learning_rate_and_weight_decay_are_notes_the_run_keeps_its_own():
     notes = _check({**SAVED, "lr": 2e-5, "weight_decay": 0.1})
-    assert len(notes) == 2 and "--lr 2e-05 is not used" in notes[0] and "its own lr 1e-05" in notes[0]
+    assert len(notes) == 2 and "lr 2e-05 is not used" in notes[0] and "its own lr 1e-05" in notes[0]
     assert check_resumed_settings({**SAVED, "lr": None}, RunSettings({**SAVED, "lr": 2e-5}), "p") == []
 
 
@@ -108,3 +108,8 @@ def test_the_fingerprint_sees_the_weights_not_the_file():
         copy[1].bias[0] += 1e-3
     assert weights_fingerprint(model) != weights_fingerprint(copy)
     assert weights_fingerprint(model.to(torch.bfloat16)) != weights_fingerprint(copy)   # any dtype hashes
+    big, other = torch.nn.Embedding(1000, 16), torch.nn.Embedding(1000, 16)
+    other.load_state_dict(big.state_dict())
+    with torch.no_grad():
+        other.weight[500] += 1.0                         # one row in the middle of the tensor
+    assert weights_fingerprint(big) != weights_fingerprint(other)

@@ -100,6 +100,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if len(set(names[1:])) != len(names) - 1:
         raise CommandError(f"two runs have the same name ({', '.join(names[1:])}): name them, as NAME=PATH")
     if len(runs) == 1:
+        if args.plot or args.metric != "greedy":
+            raise CommandError("one run is compared with itself, vote against greedy: --plot and --metric need two "
+                               "or more runs")
         return _compare_vote_with_greedy(paths[0], runs[0])
     try:
         if len(runs) == 2:

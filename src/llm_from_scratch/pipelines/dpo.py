@@ -209,8 +209,11 @@ def finetune_dpo(config: DPOConfig) -> DPOResult:
     extra: dict[str, Any] = {}
     pairs_file = out_dir / "pairs.jsonl"
     try:
-        if c.resume and pairs_file.is_file():
+        reused = c.resume and pairs_file.is_file()
+        if reused:
             pairs = load_preference_pairs(pairs_file)
+            print(f"resuming on the run's own {len(pairs)} pairs ({pairs_file}); --data and the sampling settings "
+                  "are not used again")
         elif c.data is not None:
             pairs = load_preference_pairs(c.data)
             save_preference_pairs(pairs_file, pairs)
@@ -229,5 +232,7 @@ def finetune_dpo(config: DPOConfig) -> DPOResult:
     except (ValueError, FileNotFoundError) as exc:
         raise PipelineError(str(exc)) from exc
     method = DPOMethod(model, tokenizer, pairs, c, frozen_reference(prepared))
+    if not reused:                                # pairs made anew: what made them must be what the run had
+        method.resume_may_change = PolicyMethod.resume_may_change
     return run_policy(c, prepared, method, f"{len(pairs)} pairs, {c.pairs_per_step} per step, beta {c.beta}", extra,
                       scorer)

@@ -216,8 +216,11 @@ class GPTTrainer:
         """fp32/bf16/fp16 for this run (see precision.py). A resumed run keeps the precision it
         started with; under torchrun every rank takes rank 0's choice."""
         requested = self.config.precision
-        if requested == "auto" and resumed is not None and resumed.get("precision") in PRECISIONS:
-            choice = PrecisionChoice(resumed["precision"], "auto: kept from the run being resumed")
+        kept = resumed.get("precision") if resumed is not None else None
+        if requested == "auto" and kept == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"{self.config.resume_from} trained in fp16, which needs a CUDA GPU: resume it on one")
+        if requested == "auto" and kept in PRECISIONS:
+            choice = PrecisionChoice(kept, "auto: kept from the run being resumed")
         else:
             timer, shape_key = self.method.precision_step_timer(self) if requested == "auto" else (None, None)
             choice = choose_precision(requested, self.device, timer, shape_key)
@@ -541,6 +544,8 @@ class GPTTrainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.run_settings is not None:   # record what the run trains with, not what was asked
+            for key in self.run_settings.may_change & set(saved or {}):   # e.g. DPO's: what made its saved pairs
+                self.run_settings.values[key] = saved[key]
             self.run_settings.values["lr"] = self.scheduler.base_lrs[0]
             if "weight_decay" in (saved or {}):
                 self.run_settings.values["weight_decay"] = saved["weight_decay"]
