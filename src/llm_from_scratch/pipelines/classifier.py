@@ -92,7 +92,7 @@ def finetune_classifier(config: ClassifierConfig) -> ClassifierResult:
         test_loader = DataLoader(test_loader.dataset, batch_size=c.batch_size, collate_fn=collate)
 
     from llm_from_scratch.training.run_settings import RunSettings
-    settings = RunSettings.of(c, start_model=loaded.model, may_change=("eval_batches",))   # what --resume keeps
+    settings = RunSettings.of(c, start_model=loaded.model)   # what --resume keeps
     torch.manual_seed(c.seed)  # the new head (and LoRA's A matrices) start the same in every run
     classifier = build_classifier(loaded.model, train_set.num_classes, pad, c.pool, c.trainable,
                                   c.lora_rank, c.lora_alpha)

@@ -58,8 +58,8 @@ class InstructResult(FinetunedRunFiles):
 
 
 # settings of an instruction run that may change on --resume (training/run_settings.py): they only
-# set how the test split is answered and how long validation is
-RESUME_MAY_CHANGE = ("max_new_tokens", "skip_baseline", "eval_batches")
+# set how the test split is answered (every eval_* setting may change anyway)
+RESUME_MAY_CHANGE = ("max_new_tokens", "skip_baseline")
 
 
 def finetune_instruct(config: InstructConfig, run_settings=None) -> InstructResult:

@@ -121,7 +121,7 @@ def split_by_question(entries: list[dict[str, Any]], every: int = VALIDATION_EVE
 # saved answers, so what sampled them may change; so may the instruction stage's settings RFT has no
 # flag for (its data is RFT's own, it has no test split)
 RESUME_MAY_CHANGE = ("tasks", "difficulty", "questions", "samples_per_question", "temperature", "max_new_tokens",
-                     "sample_batch_size", "data", "validation_data", "num_examples", "skip_baseline", "eval_batches")
+                     "sample_batch_size", "data", "validation_data", "num_examples", "skip_baseline")
 
 
 def finetune_rft(config: RFTConfig) -> RFTResult:
